@@ -1,0 +1,99 @@
+"""asyncbatch: an asyncio client and watcher for the TwelveLabs batch-analysis API."""
+
+from ._client import Batches, Client
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncBatchError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConfigurationError,
+    ConflictError,
+    DecodeError,
+    InvalidBatchIdError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    WaitTimeoutError,
+    WebhookVerificationError,
+)
+from ._models import (
+    Batch,
+    BatchDefaults,
+    BatchItemRequest,
+    BatchPage,
+    BatchStatus,
+    CreateBatchRequest,
+    CreatedBatch,
+    CreatedItem,
+    ItemError,
+    ItemStatus,
+    MediaSource,
+    PageInfo,
+    Prompt,
+    ResponseFormat,
+    ResultItem,
+    TaskResult,
+    Usage,
+    VideoSource,
+    WebhookDelivery,
+)
+from ._results import ResultStream
+from ._retry import RetryPolicy
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncBatchError",
+    "AuthenticationError",
+    "BadRequestError",
+    "Batch",
+    "BatchDefaults",
+    "BatchItemRequest",
+    "BatchPage",
+    "BatchStatus",
+    "Batches",
+    "Client",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConflictError",
+    "CreateBatchRequest",
+    "CreatedBatch",
+    "CreatedItem",
+    "DecodeError",
+    "InvalidBatchIdError",
+    "InvalidRequestError",
+    "ItemError",
+    "ItemStatus",
+    "MediaSource",
+    "NotFoundError",
+    "PageInfo",
+    "PermissionDeniedError",
+    "Prompt",
+    "RateLimitError",
+    "ResponseFormat",
+    "ResultItem",
+    "ResultStream",
+    "RetryPolicy",
+    "ServerError",
+    "TaskResult",
+    "Usage",
+    "VideoSource",
+    "WaitTimeoutError",
+    "WebhookDelivery",
+    "WebhookVerificationError",
+    "__version__",
+]
+
+# Public objects report the package as their home, as in tracebacks and reprs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__") and _name != "__version__":
+        _obj.__module__ = __name__
+del _name, _obj

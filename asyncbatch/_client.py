@@ -1,0 +1,305 @@
+"""`Client` and its ``batches`` resource: one method per batch endpoint.
+
+Every method validates its arguments before any request (a batch ID must be 24
+hex digits), sends through the `Transport` (auth, timeouts, retries, error
+mapping), and decodes the answer with msgspec into the structs of `_models`.
+Each accepts ``timeout`` (seconds for the whole call, retries included) and
+``retry`` (a `RetryPolicy` for this call only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import aiohttp
+import anyio
+import msgspec
+
+from ._errors import ConfigurationError, DecodeError, InvalidBatchIdError, InvalidRequestError
+from ._models import (
+    BATCH_ID_PATTERN,
+    Batch,
+    BatchDefaults,
+    BatchItemRequest,
+    CreateBatchRequest,
+    CreatedBatch,
+    PageInfo,
+    batch_decoder,
+    created_decoder,
+    encoder,
+    page_decoder,
+    result_decoder,
+)
+from ._results import ResultStream
+from ._retry import RetryPolicy
+from ._transport import Params, Transport, check_base_url
+
+if TYPE_CHECKING:
+    from ._watcher import Watcher
+
+DEFAULT_BASE_URL = "https://api.twelvelabs.io/v1.3"
+API_KEY_ENV_VARS = ("TWELVELABS_API_KEY", "TWELVE_LABS_API_KEY")
+BASE_URL_ENV_VAR = "TWELVELABS_BASE_URL"
+MAX_PAGE_LIMIT = 50
+
+_T = TypeVar("_T")
+
+
+def check_batch_id(batch_id: object) -> str:
+    """Return ``batch_id`` if it is 24 hex digits, else raise `InvalidBatchIdError`."""
+    if isinstance(batch_id, str) and BATCH_ID_PATTERN.fullmatch(batch_id):
+        return batch_id
+    shown = repr(batch_id)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    raise InvalidBatchIdError(f"a batch ID is 24 hexadecimal digits, got {shown}")
+
+
+def decode(decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
+    """Decode ``body``; a body that breaks the schema raises `DecodeError` with a snippet."""
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"{what}: {exc}", snippet=body[:200]) from None
+
+
+class Client:
+    """An async client for the TwelveLabs batch-analysis API.
+
+    Use it as ``async with Client() as client:``, or call `aclose` yourself.
+
+    Args:
+        api_key: falls back to ``$TWELVELABS_API_KEY``, then ``$TWELVE_LABS_API_KEY``.
+        base_url: falls back to ``$TWELVELABS_BASE_URL``, then the public API.
+            Plain ``http://`` is accepted only for loopback hosts unless
+            ``allow_insecure_http`` is true.
+        timeout: seconds one request may take, connect to last byte.
+        retry: the default `RetryPolicy` of every call.
+        session: an `aiohttp.ClientSession` to borrow; the client then leaves
+            closing it to you.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = api_key or _first_env(API_KEY_ENV_VARS)
+        if not key:
+            raise ConfigurationError("no API key: pass api_key= or set $TWELVELABS_API_KEY")
+        url = base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+        self._transport = Transport(
+            api_key=key,
+            base_url=check_base_url(url, allow_insecure_http=allow_insecure_http),
+            timeout=timeout,
+            retry=retry or RetryPolicy(),
+            session=session,
+        )
+        self.batches = Batches(self._transport)
+
+    def __repr__(self) -> str:
+        return f"<asyncbatch.Client base_url={self._transport.base_url!r}>"
+
+    @property
+    def base_url(self) -> str:
+        """The API root the client talks to."""
+        return self._transport.base_url
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it was borrowed). Idempotent."""
+        await self._transport.aclose()
+
+    def watch(self, batch_ids: Iterable[str] = (), **options: Any) -> Watcher:
+        """A `Watcher` over ``batch_ids``; see `Watcher` for the options."""
+        from ._watcher import Watcher  # noqa: PLC0415 - the watcher builds on the client
+
+        return Watcher(self, batch_ids, **options)
+
+
+def _first_env(names: Sequence[str]) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+class Batches:
+    """The ``/analyze/batches`` endpoints, reached as ``client.batches``."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return f"<asyncbatch.Batches base_url={self._transport.base_url!r}>"
+
+    async def retrieve(
+        self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> Batch:
+        """The batch's current status and item counters."""
+        path = f"/analyze/batches/{check_batch_id(batch_id)}"
+        response = await self._transport.request(
+            "GET", path, retry=retry, deadline=_deadline(timeout)
+        )
+        return decode(batch_decoder, response.body, f"GET {path}")
+
+    async def list(
+        self,
+        *,
+        status: Iterable[str] | None = None,
+        analysis_mode: Iterable[str] | None = None,
+        page_limit: int = MAX_PAGE_LIMIT,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncIterator[Batch]:
+        """Every batch of the account, newest first, fetched a page at a time as you iterate.
+
+        ``status`` and ``analysis_mode`` filter (several values are OR-ed).
+        Paging stops at ``page_info.total_page`` without asking for an empty
+        page past it; when ``page_info`` is missing or lies, it stops at the
+        first empty or short page, or when the server answers a page other
+        than the one asked for. A batch that a shift between pages shows twice
+        is yielded once. ``timeout`` bounds each page.
+        """
+        if not 1 <= page_limit <= MAX_PAGE_LIMIT:
+            raise ValueError(f"page_limit must be 1 to {MAX_PAGE_LIMIT}, got {page_limit}")
+        filters = [("status", s) for s in status or ()]
+        filters += [("analysis_mode", m) for m in analysis_mode or ()]
+        seen: set[str] = set()
+        page = 1
+        while True:
+            params: Params = [("page", page), ("page_limit", page_limit), *filters]
+            response = await self._transport.request(
+                "GET", "/analyze/batches", params=params, retry=retry, deadline=_deadline(timeout)
+            )
+            result = decode(page_decoder, response.body, f"GET /analyze/batches page {page}")
+            for batch in result.data:
+                if batch.batch_id not in seen:
+                    seen.add(batch.batch_id)
+                    yield batch
+            if _is_last_page(page, len(result.data), page_limit, result.page_info):
+                return
+            page += 1
+
+    async def create(
+        self,
+        requests: Iterable[BatchItemRequest | Mapping[str, Any]],
+        *,
+        model_name: str = "pegasus1.5",
+        analysis_mode: str = "general",
+        defaults: BatchDefaults | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> CreatedBatch:
+        """Create a batch of 1 to 1,000 requests; plain dicts or request structs.
+
+        The request is checked before sending (`InvalidRequestError`). It is
+        retried only on answers that prove no batch was made (429, 503, or a
+        connection that never opened), so a retry never creates a twin.
+        """
+        body = encoder.encode(_build_create_request(requests, model_name, analysis_mode, defaults))
+        response = await self._transport.request(
+            "POST",
+            "/analyze/batches",
+            body=body,
+            creates=True,
+            retry=retry,
+            deadline=_deadline(timeout),
+        )
+        return decode(created_decoder, response.body, "POST /analyze/batches")
+
+    async def cancel(
+        self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> Batch:
+        """Ask to cancel; answers the batch as it was then (usually ``canceling``).
+
+        Queued items are canceled and processing ones finish; the batch becomes
+        ``canceled`` later. A terminal batch raises `ConflictError` whose
+        ``code`` is ``batch_completed``, ``batch_canceled`` or ``batch_expired``.
+        """
+        path = f"/analyze/batches/{check_batch_id(batch_id)}/cancel"
+        response = await self._transport.request(
+            "POST", path, retry=retry, deadline=_deadline(timeout)
+        )
+        return decode(batch_decoder, response.body, f"POST {path}")
+
+    async def delete(
+        self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> None:
+        """Delete a terminal batch and its tasks; a running one raises `ConflictError`."""
+        path = f"/analyze/batches/{check_batch_id(batch_id)}"
+        await self._transport.request("DELETE", path, retry=retry, deadline=_deadline(timeout))
+
+    def results(self, batch_id: str, *, retry: RetryPolicy | None = None) -> ResultStream:
+        """Stream the batch's results, one `ResultItem` per item, decoded as lines arrive.
+
+        Use ``async with client.batches.results(id) as items: async for item in
+        items:`` to release the connection whatever happens, or a plain
+        ``async for`` that runs to the end. A line that breaks the schema
+        raises `DecodeError` naming its line number; nothing is skipped
+        silently.
+        """
+        path = f"/analyze/batches/{check_batch_id(batch_id)}/results"
+        return ResultStream(self._transport, path, result_decoder, retry=retry)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else anyio.current_time() + timeout
+
+
+def _is_last_page(page: int, count: int, page_limit: int, info: PageInfo) -> bool:
+    if count == 0:
+        return True
+    if info.page is not None and info.page != page:
+        return True  # the server clamped the page number: going on would loop
+    if info.total_page is not None:
+        return page >= info.total_page
+    return count < page_limit
+
+
+def _build_create_request(
+    requests: Iterable[BatchItemRequest | Mapping[str, Any]],
+    model_name: str,
+    analysis_mode: str,
+    defaults: BatchDefaults | Mapping[str, Any] | None,
+) -> CreateBatchRequest:
+    raw: dict[str, object] = {
+        "model_name": model_name,
+        "analysis_mode": analysis_mode,
+        "requests": [_as_builtins(r) for r in requests],
+    }
+    if defaults is not None:
+        raw["defaults"] = _as_builtins(defaults)
+    try:
+        request = msgspec.convert(raw, CreateBatchRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(f"invalid batch request: {exc}") from None
+    counts = Counter(r.custom_id for r in request.requests if r.custom_id is not None)
+    duplicates = sorted(custom_id for custom_id, count in counts.items() if count > 1)
+    if duplicates:
+        raise InvalidRequestError(f"custom_id values must be unique, repeated: {duplicates}")
+    return request
+
+
+def _as_builtins(value: object) -> object:
+    return msgspec.to_builtins(value) if isinstance(value, msgspec.Struct) else value

@@ -1,0 +1,298 @@
+"""msgspec structs for everything the batch endpoints send and take.
+
+Decoding rules, for every struct here:
+
+* unknown fields are ignored, so a newer API that adds fields never breaks us;
+* every optional field has a default;
+* ``status`` fields are plain strings: a known value compares equal to its
+  `BatchStatus` / `ItemStatus` member, and an unknown value from a newer API is
+  kept as it came and counts as not terminal;
+* timestamps must carry an offset and decode to timezone-aware `datetime`.
+
+Request structs (`BatchItemRequest`, `BatchDefaults`, ...) forbid unknown fields
+instead: a misspelt key in a request is a mistake we can report before sending.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+BATCH_ID_PATTERN = re.compile(r"[0-9a-fA-F]{24}")
+
+
+class BatchStatus(enum.StrEnum):
+    """Every batch status the API documents. ``Batch.status`` may hold others."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    CANCELING = "canceling"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+class ItemStatus(enum.StrEnum):
+    """Every batch item status the API documents."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.CANCELED, BatchStatus.EXPIRED}
+)
+ACTIVE_STATUSES: tuple[BatchStatus, ...] = (
+    BatchStatus.PENDING,
+    BatchStatus.PROCESSING,
+    BatchStatus.CANCELING,
+)
+
+
+class WebhookDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    """Delivery record of the batch completion notification to one endpoint."""
+
+    url: str
+    delivered: bool
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class Batch(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch status snapshot (`GET /analyze/batches/{id}`, list items, cancel)."""
+
+    batch_id: str
+    status: str
+    analysis_mode: str
+    model_name: str
+    total_items: int
+    created_at: AwareDatetime
+    expires_at: AwareDatetime
+    queued_items: int = 0
+    processing_items: int = 0
+    ready_items: int = 0
+    failed_items: int = 0
+    canceled_items: int = 0
+    completed_at: AwareDatetime | None = None
+    canceled_at: AwareDatetime | None = None
+    expired_at: AwareDatetime | None = None
+    webhooks: tuple[WebhookDelivery, ...] | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for ``completed``, ``canceled`` and ``expired``; false for unknown statuses."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def finished_items(self) -> int:
+        """Items that will not change any more: ready, failed or canceled."""
+        return self.ready_items + self.failed_items + self.canceled_items
+
+    @property
+    def fraction_done(self) -> float:
+        """Finished items over total items, between 0.0 and 1.0."""
+        if self.total_items <= 0:
+            return 1.0 if self.is_terminal else 0.0
+        return min(1.0, self.finished_items / self.total_items)
+
+    @property
+    def succeeded(self) -> bool:
+        """True only for a ``completed`` batch in which every item is ready.
+
+        ``completed`` alone is not success: the API finishes a batch whose items
+        all failed with ``completed`` too.
+        """
+        return self.status == BatchStatus.COMPLETED and self.ready_items == self.total_items
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """Token usage of one analysis."""
+
+    output_tokens: int = 0
+    input_tokens: int | None = None
+
+
+class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The output of a ready item. In ``time_based_metadata`` mode ``data`` is JSON text."""
+
+    data: str
+    generation_id: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class ItemError(msgspec.Struct, frozen=True, kw_only=True):
+    """Why an item failed. ``code`` is not always sent."""
+
+    message: str
+    code: str | None = None
+
+
+class ResultItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a batch's results: ``data`` only when ready, ``error`` when failed."""
+
+    task_id: str
+    status: str
+    custom_id: str | None = None
+    data: TaskResult | None = None
+    error: ItemError | None = None
+
+
+class CreatedItem(msgspec.Struct, frozen=True, kw_only=True):
+    """The task made for one submitted request."""
+
+    task_id: str
+    custom_id: str | None = None
+
+
+class CreatedBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """The 201 answer to `POST /analyze/batches`."""
+
+    batch_id: str
+    status: str
+    total_items: int
+    created_at: AwareDatetime
+    expires_at: AwareDatetime
+    items: tuple[CreatedItem, ...] = ()
+
+
+class PageInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Pagination facts of a list page; the API marks none of them required."""
+
+    page: int | None = None
+    limit_per_page: int | None = None
+    total_page: int | None = None
+    total_results: int | None = None
+
+
+class BatchPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of `GET /analyze/batches`."""
+
+    data: tuple[Batch, ...]
+    page_info: PageInfo = PageInfo()
+
+
+class _ErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
+    code: str | None = None
+    message: str | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    """An error body, nested (``{"error": {...}}``) or flat (``{"code", "message"}``)."""
+
+    error: _ErrorDetail | None = None
+    code: str | None = None
+    message: str | None = None
+
+    def parts(self) -> tuple[str | None, str | None]:
+        """The ``(code, message)`` pair, whichever shape the body had."""
+        if self.error is not None:
+            return self.error.code, self.error.message
+        return self.code, self.message
+
+
+# Request structs. ``omit_defaults`` keeps unset options off the wire, so the
+# server applies its own defaults.
+
+CustomId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class VideoSource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The video to analyse; the API accepts only uploaded assets."""
+
+    asset_id: str
+    type: Literal["asset_id"] = "asset_id"
+
+
+class MediaSource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An extra media reference for a prompt."""
+
+    type: str
+    asset_id: str | None = None
+    url: str | None = None
+
+
+class Prompt(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """The prompt of a ``general`` analysis."""
+
+    input_text: str
+    media_sources: tuple[MediaSource, ...] | None = None
+
+
+class ResponseFormat(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Structured output: a JSON schema, or segment definitions for ``time_based_metadata``."""
+
+    type: Literal["json_schema", "segment_definitions"]
+    json_schema: dict[str, Any] | None = None
+    segment_definitions: tuple[dict[str, Any], ...] | None = None
+    segment_time_format: str | None = None
+
+
+class BatchDefaults(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Options applied to every item unless the item sets its own (whole objects, not merged)."""
+
+    prompt: Prompt | None = None
+    response_format: ResponseFormat | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    min_segment_duration: float | None = None
+    max_segment_duration: float | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+
+
+class BatchItemRequest(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """One request of a batch: a video plus optional per-item overrides."""
+
+    video: VideoSource
+    custom_id: CustomId | None = None
+    prompt: Prompt | None = None
+    response_format: ResponseFormat | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    min_segment_duration: float | None = None
+    max_segment_duration: float | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+
+
+MAX_REQUESTS_PER_BATCH = 1000
+
+
+class CreateBatchRequest(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """The body of `POST /analyze/batches`."""
+
+    model_name: str
+    analysis_mode: Literal["general", "time_based_metadata"]
+    requests: Annotated[
+        tuple[BatchItemRequest, ...], msgspec.Meta(min_length=1, max_length=MAX_REQUESTS_PER_BATCH)
+    ]
+    defaults: BatchDefaults | None = None
+
+
+# Decoders are built once: building one compiles the schema.
+batch_decoder = msgspec.json.Decoder(Batch)
+page_decoder = msgspec.json.Decoder(BatchPage)
+created_decoder = msgspec.json.Decoder(CreatedBatch)
+result_decoder = msgspec.json.Decoder(ResultItem)
+error_decoder = msgspec.json.Decoder(ErrorBody)
+encoder = msgspec.json.Encoder()

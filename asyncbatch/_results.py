@@ -1,0 +1,100 @@
+"""`ResultStream`: a batch's JSON Lines results, decoded one line at a time.
+
+The official SDK wraps each line's parse in ``except Exception: pass``, so a bad
+line vanishes. Here a bad line raises `DecodeError` with its line number and a
+snippet, and the stream stays open: a caller who wants to log it and go on calls
+``anext()`` again and gets the next line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import msgspec
+
+from ._errors import DecodeError
+from ._models import ResultItem
+
+if TYPE_CHECKING:
+    from ._retry import RetryPolicy
+    from ._transport import Transport
+
+
+class ResultStream:
+    """An async iterator of `ResultItem` that is also an async context manager.
+
+    The response opens on the first ``anext()`` (or on ``async with``) and is
+    released when the lines run out, when the transport fails, or when the
+    ``async with`` exits.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        path: str,
+        decoder: msgspec.json.Decoder[ResultItem],
+        *,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self._transport = transport
+        self._path = path
+        self._decoder = decoder
+        self._retry = retry
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._lines: AsyncIterator[tuple[int, bytes]] | None = None
+        self._done = False
+
+    def __repr__(self) -> str:
+        return f"<asyncbatch.ResultStream GET {self._path}>"
+
+    async def __aenter__(self) -> Self:
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ResultItem:
+        lines = await self._open()
+        try:
+            number, line = await anext(lines)
+        except BaseException:  # StopAsyncIteration, transport errors, cancellation alike
+            await self.aclose()
+            raise
+        try:
+            return self._decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(
+                f"GET {self._path}: results line is not a valid item ({exc})",
+                snippet=line[:200],
+                line_number=number,
+            ) from None
+
+    async def aclose(self) -> None:
+        """Release the response. Idempotent; iteration then ends."""
+        self._done = True
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _open(self) -> AsyncIterator[tuple[int, bytes]]:
+        if self._done:
+            raise StopAsyncIteration
+        if self._lines is None:
+            stack = contextlib.AsyncExitStack()
+            self._lines = await stack.enter_async_context(
+                self._transport.stream_lines(self._path, retry=self._retry)
+            )
+            self._exit_stack = stack
+        return self._lines

@@ -1,0 +1,121 @@
+"""The retry policy, as pure functions: which failures retry and how long to wait.
+
+Nothing here sleeps, reads a clock or does IO. The transport asks two questions
+after each failed attempt (may it retry? how long first?) and acts on the
+answers, so every rule here is tested without waiting.
+
+Backoff is exponential with *full jitter*: a uniform draw in ``[0, cap]`` where
+the cap doubles each attempt up to ``max_delay``. Full jitter spreads clients
+that failed together across the whole window, which is what keeps a fleet of
+pollers from hitting a recovering server in lockstep.
+
+A server-named wait (``retry-after-ms``, else ``Retry-After`` in seconds or as
+an HTTP date) is a floor under the backoff. When it is longer than
+``max_retry_after`` the call gives up at once with the wait attached, rather
+than sleeping for hours on a daily quota.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+# POST /analyze/batches is not idempotent. Only these answers prove the server
+# made no batch: 429 (refused before any work) and 503 (a downstream check failed
+# before creation). A timeout, 500 or 504 may hide a batch that was made.
+CREATE_RETRYABLE_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a call retries.
+
+    Attributes:
+        max_attempts: attempts in all, the first included; 1 disables retries.
+        initial_delay: backoff cap of the first retry, in seconds.
+        max_delay: the backoff cap never grows past this.
+        max_retry_after: the longest server-named wait we sleep through; a
+            longer one raises `RateLimitError` at once.
+    """
+
+    max_attempts: int = 4
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+            raise ValueError("delays must not be negative")
+
+    def backoff(self, retry_number: int, rng: random.Random) -> float:
+        """A full-jitter wait before retry ``retry_number`` (1 for the first retry)."""
+        exponent = min(retry_number - 1, 62)
+        cap = min(self.max_delay, self.initial_delay * 2.0**exponent)
+        return rng.uniform(0.0, cap)
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+def status_is_retryable(status: int, *, creates: bool) -> bool:
+    """Whether an error status may be retried; ``creates`` for the non-idempotent create."""
+    if creates:
+        return status in CREATE_RETRYABLE_STATUSES
+    return status in RETRYABLE_STATUSES
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """The wait the server asked for, in seconds, or None when it named none.
+
+    ``retry-after-ms`` wins over ``Retry-After``; ``Retry-After`` may be seconds
+    or an HTTP date. Garbage, NaN and infinity are ignored (None); negative
+    values and dates in the past mean "now" (0.0).
+    """
+    millis = _finite_float(headers.get("retry-after-ms"))
+    if millis is not None:
+        return max(0.0, millis / 1000.0)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _finite_float(raw)
+    if seconds is not None:
+        return max(0.0, seconds)
+    return _seconds_until_http_date(raw, now or datetime.now(UTC))
+
+
+def _finite_float(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _seconds_until_http_date(raw: str, now: datetime) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def retry_delay(
+    policy: RetryPolicy, retry_number: int, retry_after: float | None, rng: random.Random
+) -> float:
+    """The wait before retry ``retry_number``: full-jitter backoff, floored by ``retry_after``."""
+    delay = policy.backoff(retry_number, rng)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay

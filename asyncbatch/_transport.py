@@ -1,0 +1,389 @@
+"""HTTP transport: the only module that imports the aiohttp client.
+
+It owns one `aiohttp.ClientSession` (or borrows the caller's), adds the
+``x-api-key`` header, bounds each request and each call in time, retries what
+`_retry` says may be retried, and turns every failure into an asyncbatch error
+at one boundary (`_map_client_errors`). It knows nothing of batches: callers get
+bytes back and decode them.
+
+Timeouts: ``timeout`` bounds one request (connect to last byte); a call's
+``deadline`` (absolute, on the event loop clock) bounds the call with all its
+retries and backoff sleeps. A results stream has no total bound, only a bound
+between chunks, since a large batch legitimately takes a while to download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import random
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+import anyio
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncBatchError,
+    ClientClosedError,
+    ConfigurationError,
+    DecodeError,
+    RateLimitError,
+    status_error_class,
+)
+from ._models import error_decoder
+from ._retry import RetryPolicy, parse_retry_after, retry_delay, status_is_retryable
+from ._version import __version__
+
+logger = logging.getLogger("asyncbatch")
+
+T = TypeVar("T")
+
+Params = Sequence[tuple[str, str | int]]
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a status or list body is a few KiB; this stops a runaway one
+_SNIPPET_BYTES = 200
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A complete successful answer: status, lower-cased headers and the body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Failure(Exception):
+    """One failed attempt: the error to raise, and whether a retry may help."""
+
+    error: AsyncBatchError
+    retryable: bool
+    retry_after: float | None = None
+
+
+def check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
+    """The base URL without a trailing slash; refuses plain HTTP to remote hosts."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"refusing plain http:// to {parts.hostname}: the API key would travel in clear "
+            "text; use https:// or pass allow_insecure_http=True"
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Transport:
+    """Sends requests to the API with auth, timeouts, retries and error mapping."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        timeout: float,
+        retry: RetryPolicy,
+        session: aiohttp.ClientSession | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._headers = {
+            "x-api-key": api_key,
+            "accept": "application/json",
+            "user-agent": f"asyncbatch/{__version__}",
+        }
+        self._json_headers = {**self._headers, "content-type": "application/json"}
+        self._base_url = base_url
+        self._timeout = timeout
+        self._retry = retry
+        self._session = session
+        self._owns_session = session is None
+        self._rng = rng or random.Random()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Transport {self._base_url}>"
+
+    @property
+    def base_url(self) -> str:
+        """The API root every path is appended to."""
+        return self._base_url
+
+    async def aclose(self) -> None:
+        """Close the session if this transport made it. Idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("this client is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: bytes | None = None,
+        creates: bool = False,
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
+    ) -> Response:
+        """Send a request until it succeeds, fails for good, or runs out of attempts or time.
+
+        ``creates`` marks the non-idempotent create: it is retried only where
+        the server cannot have acted. Raises an `AsyncBatchError` subclass.
+        """
+        url = self._base_url + path
+
+        async def attempt() -> Response:
+            timeout = aiohttp.ClientTimeout(total=self._request_timeout(deadline))
+            with _map_client_errors(method, url, creates=creates):
+                async with self._client_session().request(
+                    method,
+                    url,
+                    params=params,
+                    data=body,
+                    headers=self._headers if body is None else self._json_headers,
+                    timeout=timeout,
+                ) as response:
+                    payload = await _read_body(response, method, url)
+                    status = response.status
+                    headers = _lower_headers(response.headers)
+            if status >= 400:
+                raise _status_failure(status, headers, payload, method, url, creates=creates)
+            return Response(status, headers, payload)
+
+        return await self._with_retries(attempt, method, path, retry, deadline)
+
+    @contextlib.asynccontextmanager
+    async def stream_lines(
+        self, path: str, *, retry: RetryPolicy | None = None
+    ) -> AsyncIterator[AsyncIterator[tuple[int, bytes]]]:
+        """Open a GET whose body is JSON Lines; yields ``(line_number, line)`` pairs.
+
+        Opening is retried like any GET; once lines flow, a broken stream raises
+        `APIConnectionError` instead of restarting, which would repeat lines.
+        Blank lines are skipped (their numbers still count), CR before LF is
+        removed, and a last line without a newline is yielded too. The response
+        is released when the ``async with`` exits, however it exits.
+        """
+        method, url = "GET", self._base_url + path
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout)
+        timeout_between_chunks = self._timeout
+
+        async def attempt() -> aiohttp.ClientResponse:
+            with _map_client_errors(method, url, creates=False):
+                response = await self._client_session().request(
+                    method, url, headers=self._headers, timeout=timeout
+                )
+                if response.status < 400:
+                    return response
+                try:
+                    payload = await _read_body(response, method, url)
+                finally:
+                    response.release()
+            raise _status_failure(
+                response.status, _lower_headers(response.headers), payload, method, url
+            )
+
+        response = await self._with_retries(attempt, method, path, retry, None)
+        lines = _lines(response, method, url, timeout_between_chunks)
+        try:
+            yield lines
+        finally:
+            await lines.aclose()
+            response.release()
+
+    def _request_timeout(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self._timeout
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0:
+            raise APITimeoutError("the call's deadline passed")
+        return min(self._timeout, remaining)
+
+    async def _with_retries(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        method: str,
+        path: str,
+        retry: RetryPolicy | None,
+        deadline: float | None,
+    ) -> T:
+        policy = retry or self._retry
+        for number in range(1, policy.max_attempts + 1):
+            try:
+                return await attempt()
+            except _Failure as failure:
+                delay = self._delay_before_retry(failure, policy, number, deadline)
+                logger.debug(
+                    "%s %s failed (%s); retry %d in %.2f s",
+                    method,
+                    path,
+                    failure.error,
+                    number,
+                    delay,
+                )
+                await anyio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    def _delay_before_retry(
+        self, failure: _Failure, policy: RetryPolicy, number: int, deadline: float | None
+    ) -> float:
+        """The wait before the next attempt, or raises the failure's error when there is none."""
+        if not failure.retryable or number >= policy.max_attempts:
+            raise failure.error
+        if failure.retry_after is not None and failure.retry_after > policy.max_retry_after:
+            raise failure.error
+        delay = retry_delay(policy, number, failure.retry_after, self._rng)
+        if deadline is not None and anyio.current_time() + delay >= deadline:
+            raise failure.error
+        return delay
+
+
+async def _read_body(response: aiohttp.ClientResponse, method: str, url: str) -> bytes:
+    length = response.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise DecodeError(
+            f"{method} {url}: body of {length} bytes is over the {MAX_BODY_BYTES} byte limit",
+            snippet=b"",
+        )
+    return await response.read()
+
+
+def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _status_failure(
+    status: int,
+    headers: Mapping[str, str],
+    payload: bytes,
+    method: str,
+    url: str,
+    *,
+    creates: bool = False,
+) -> _Failure:
+    code, message = _error_parts(payload)
+    details = {
+        "status": status,
+        "code": code,
+        "message": message,
+        "headers": headers,
+        "method": method,
+        "url": url,
+    }
+    retry_after = parse_retry_after(headers)
+    error: APIStatusError
+    if status == 429:
+        error = RateLimitError(**details, retry_after=retry_after)  # type: ignore[arg-type]
+    else:
+        error = status_error_class(status)(**details)  # type: ignore[arg-type]
+    return _Failure(error, status_is_retryable(status, creates=creates), retry_after)
+
+
+def _error_parts(payload: bytes) -> tuple[str | None, str | None]:
+    """``(code, message)`` from a nested or flat error body; raw text when it is not JSON."""
+    try:
+        return error_decoder.decode(payload).parts()
+    except ValueError:  # msgspec.DecodeError and ValidationError are ValueErrors
+        text = payload[:_SNIPPET_BYTES].decode("utf-8", "replace").strip()
+        return None, text or None
+
+
+@contextlib.contextmanager
+def _map_client_errors(method: str, url: str, *, creates: bool) -> Iterator[None]:
+    """Turn aiohttp and socket exceptions into `_Failure`s carrying asyncbatch errors."""
+    where = f"{method} {url}"
+    try:
+        yield
+    except (_Failure, AsyncBatchError):
+        raise
+    except TimeoutError as exc:
+        # asyncio's and aiohttp's timeouts alike. The request may have reached the
+        # server, so a create is not retried.
+        raise _failure(APITimeoutError(f"{where} timed out"), exc, not creates) from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        message = f"{where}: TLS certificate rejected ({exc.certificate_error})"
+        raise _failure(APIConnectionError(message), exc, False) from exc
+    except aiohttp.ClientConnectorError as exc:
+        # Connecting failed, so nothing was sent: safe to retry even a create.
+        message = f"{where}: cannot connect ({exc.os_error})"
+        raise _failure(APIConnectionError(message), exc, True) from exc
+    except aiohttp.InvalidURL as exc:
+        raise _failure(APIConnectionError(f"{where}: invalid URL"), exc, False) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        message = f"{where}: {type(exc).__name__}: {exc}"
+        raise _failure(APIConnectionError(message), exc, not creates) from exc
+
+
+def _failure(error: AsyncBatchError, cause: BaseException, retryable: bool) -> _Failure:
+    error.__cause__ = cause
+    return _Failure(error, retryable)
+
+
+async def _lines(
+    response: aiohttp.ClientResponse, method: str, url: str, timeout_between_chunks: float
+) -> AsyncGenerator[tuple[int, bytes], None]:
+    """Split a body into numbered lines without a line-length limit."""
+    number = 0
+    pending = b""
+    chunks = response.content.iter_any()
+    while True:
+        chunk = await _next_chunk(chunks, method, url, timeout_between_chunks)
+        if chunk is None:
+            break
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            number += 1
+            if line.strip():
+                yield number, line.removesuffix(b"\r")
+    if pending.strip():
+        yield number + 1, pending.removesuffix(b"\r")
+
+
+async def _next_chunk(
+    chunks: AsyncIterator[bytes], method: str, url: str, timeout: float
+) -> bytes | None:
+    try:
+        with anyio.fail_after(timeout):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError as exc:
+        raise APITimeoutError(f"{method} {url}: no data for {timeout:g} s") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise APIConnectionError(f"{method} {url}: stream broke: {type(exc).__name__}") from exc
