@@ -21,6 +21,7 @@ from ._errors import (
     WaitTimeoutError,
     WebhookVerificationError,
 )
+from ._events import Event, EventKind
 from ._models import (
     Batch,
     BatchDefaults,
@@ -44,7 +45,9 @@ from ._models import (
 )
 from ._results import ResultStream
 from ._retry import RetryPolicy
+from ._tracker import Strategy
 from ._version import __version__
+from ._watcher import Watcher, WatcherStatistics
 
 __all__ = [
     "APIConnectionError",
@@ -67,6 +70,8 @@ __all__ = [
     "CreatedBatch",
     "CreatedItem",
     "DecodeError",
+    "Event",
+    "EventKind",
     "InvalidBatchIdError",
     "InvalidRequestError",
     "ItemError",
@@ -82,10 +87,13 @@ __all__ = [
     "ResultStream",
     "RetryPolicy",
     "ServerError",
+    "Strategy",
     "TaskResult",
     "Usage",
     "VideoSource",
     "WaitTimeoutError",
+    "Watcher",
+    "WatcherStatistics",
     "WebhookDelivery",
     "WebhookVerificationError",
     "__version__",

@@ -1,0 +1,407 @@
+"""The watcher's decisions, without IO: what to poll when, and which events follow.
+
+`Tracker` holds one `BatchState` per watched batch and a schedule. The driver
+(`_watcher.py`) asks it what is due (`due`), performs those requests, and hands
+back each outcome (`observed`, `swept`, `failed`, `rate_limited`, `gone`). Each
+outcome returns the events to deliver, already checked against the invariants:
+exactly one final event per batch and nothing after it, never backwards (see
+`_events.classify`), never twice for the same snapshot. Time is an argument
+(``now``, seconds on any monotonic clock) and randomness comes from an injected
+`random.Random`, so every decision is reproducible in a test.
+
+Polling cadence. Each batch polls on its own interval, between
+``min_interval`` and ``max_interval``: back to the minimum whenever a poll
+brings an event (things are moving), multiplied by ``backoff_factor`` when it
+brings none (idle batches cost less and less). Every wait is jittered by
+``±jitter`` so that pollers never fall into lockstep, and batches added together
+start spread over ``stagger`` seconds instead of in one burst.
+
+List sweep. An account has at most five active batches, and one
+``GET /analyze/batches?status=pending&status=processing&status=canceling``
+returns them all. In sweep mode that one request refreshes every active
+watched batch; a watched batch missing from the answer has left the active set
+(or never was in it) and gets one individual GET to learn how it ended. Sweep
+mode pays once two or more open batches are watched and a sweep takes fewer
+requests (pages) than there are open batches; ``strategy`` forces either mode.
+
+A 429 pauses everything (`rate_limited`): nothing is due until the pause ends.
+Transient failures reschedule the batch with exponential backoff and no event;
+a batch whose bodies keep failing to decode, or whose failures pass
+``max_failures``, gets an ``error`` event.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from ._events import Event, EventKind, classify
+from ._models import Batch
+
+
+class Strategy(enum.StrEnum):
+    """How the watcher refreshes batches."""
+
+    AUTO = "auto"
+    """Sweep when it saves requests, per-ID polling otherwise."""
+    PER_ID = "per_id"
+    """One GET per batch per poll."""
+    SWEEP = "sweep"
+    """A list sweep of the active batches, plus one GET per batch that left them."""
+
+
+class _Sweep(enum.Enum):
+    SWEEP = "sweep"
+
+
+SWEEP = _Sweep.SWEEP
+"""The action `Tracker.due` returns for a list sweep (the others are batch IDs)."""
+
+Action = str | _Sweep
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """Polling cadence; see the module docstring for how each knob acts."""
+
+    min_interval: float = 5.0
+    max_interval: float = 60.0
+    backoff_factor: float = 1.5
+    jitter: float = 0.1
+    stagger: float = 1.0
+    max_decode_failures: int = 5
+    max_failures: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_interval <= self.max_interval:
+            raise ValueError("need 0 < min_interval <= max_interval")
+        if self.backoff_factor < 1 or not 0 <= self.jitter < 1 or self.stagger < 0:
+            raise ValueError("need backoff_factor >= 1, 0 <= jitter < 1 and stagger >= 0")
+        if self.max_decode_failures < 1 or (
+            self.max_failures is not None and self.max_failures < 1
+        ):
+            raise ValueError("failure limits must be at least 1")
+
+
+class BatchState(msgspec.Struct, kw_only=True):
+    """What the tracker knows of one batch; msgspec-encodable so a store can keep it."""
+
+    batch_id: str
+    last: Batch | None = None
+    final: bool = False
+    next_poll_at: float = math.inf
+    interval: float = 0.0
+    failures: int = 0
+    decode_failures: int = 0
+
+
+class Tracker:
+    """Sans-IO watch state for many batches. Not thread-safe; one driver owns it."""
+
+    def __init__(
+        self,
+        policy: PollPolicy | None = None,
+        *,
+        strategy: Strategy = Strategy.AUTO,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy or PollPolicy()
+        self.strategy = Strategy(strategy)
+        self._rng = rng or random.Random()
+        self._states: dict[str, BatchState] = {}
+        self._open = 0
+        self._heap: list[tuple[float, int, str]] = []
+        self._sequence = 0
+        self._in_flight: set[str] = set()
+        self._paused_until = -math.inf
+        self._sweeping = False
+        self._sweep_in_flight = False
+        self._sweep_at = math.inf
+        self._sweep_interval = self.policy.min_interval
+        self._sweep_failures = 0
+        self._last_sweep_pages = 1
+
+    # -- membership -------------------------------------------------------------
+
+    def add(self, batch_id: str, now: float) -> bool:
+        """Start watching; False if the batch is already tracked (open or final)."""
+        if batch_id in self._states:
+            return False
+        first = now + self._rng.uniform(0.0, self.policy.stagger)
+        state = BatchState(batch_id=batch_id, interval=self.policy.min_interval)
+        self._states[batch_id] = state
+        self._open += 1
+        if self._sweeping:
+            self._sweep_at = min(self._sweep_at, first)
+        else:
+            self._schedule(state, first)
+        return True
+
+    def discard(self, batch_id: str) -> bool:
+        """Stop watching without an event; False if it was not tracked."""
+        state = self._states.pop(batch_id, None)
+        if state is None:
+            return False
+        if not state.final:
+            self._open -= 1
+        self._in_flight.discard(batch_id)
+        return True
+
+    def refresh(self, now: float, batch_id: str | None = None) -> None:
+        """Poll one open batch, or every open one, as soon as the limits allow."""
+        if batch_id is None and self._sweeping:
+            self._sweep_at = min(self._sweep_at, now)
+        elif batch_id is None:
+            for state in self._open_states():
+                self._schedule(state, now)
+        elif batch_id is not None and (live := self._live_state(batch_id)) is not None:
+            self._schedule(live, now)
+
+    # -- planning ---------------------------------------------------------------
+
+    def due(self, now: float) -> list[Action]:
+        """The requests to make now, each marked in flight until its outcome comes back."""
+        if now < self._paused_until:
+            return []
+        self._choose_mode(now)
+        actions: list[Action] = []
+        if self._sweeping and not self._sweep_in_flight and self._sweep_at <= now:
+            self._sweep_in_flight = True
+            actions.append(SWEEP)
+        while self._heap and self._heap[0][0] <= now:
+            when, _, batch_id = heapq.heappop(self._heap)
+            if self._is_current_entry(when, batch_id):
+                self._in_flight.add(batch_id)
+                actions.append(batch_id)
+        return actions
+
+    def next_wakeup(self) -> float | None:
+        """When something next comes due, or None when nothing is scheduled."""
+        while self._heap and not self._is_current_entry(self._heap[0][0], self._heap[0][2]):
+            heapq.heappop(self._heap)
+        candidates = [self._heap[0][0]] if self._heap else []
+        if self._sweeping and not self._sweep_in_flight and self._open:
+            candidates.append(self._sweep_at)
+        if not candidates:
+            return None
+        return max(min(candidates), self._paused_until)
+
+    @property
+    def paused_until(self) -> float:
+        """Nothing is due before this time (a 429's Retry-After)."""
+        return self._paused_until
+
+    # -- outcomes ---------------------------------------------------------------
+
+    def observed(self, batch_id: str, snapshot: Batch, now: float) -> list[Event]:
+        """A GET answered ``snapshot``."""
+        self._in_flight.discard(batch_id)
+        state = self._live_state(batch_id)
+        if state is None:
+            return []
+        events = self._apply(state, snapshot)
+        if not state.final:
+            if self._sweeping:
+                self._defer_to_sweep(state)
+            else:
+                self._schedule_after_poll(state, now, moved=bool(events))
+        return events
+
+    def swept(self, snapshots: Iterable[Batch], pages: int, now: float) -> list[Event]:
+        """A list sweep of the active batches answered ``snapshots`` in ``pages`` requests."""
+        self._sweep_in_flight = False
+        self._sweep_failures = 0
+        self._last_sweep_pages = max(1, pages)
+        events: list[Event] = []
+        present: set[str] = set()
+        for snapshot in snapshots:
+            state = self._live_state(snapshot.batch_id)
+            if state is not None:
+                present.add(snapshot.batch_id)
+                events += self._apply(state, snapshot)
+        self._sweep_interval = self._next_interval(self._sweep_interval, moved=bool(events))
+        self._sweep_at = now + self._jittered(self._sweep_interval)
+        for state in self._open_states():
+            if state.batch_id in present:
+                self._defer_to_sweep(state)
+            elif state.batch_id not in self._in_flight:
+                self._schedule(state, now)  # it left the active list: learn how it ended
+        return events
+
+    def failed(
+        self, batch_id: str, error: BaseException, now: float, *, fatal: bool, decode: bool = False
+    ) -> list[Event]:
+        """A GET failed. Fatal failures end the batch; others retry with backoff."""
+        self._in_flight.discard(batch_id)
+        state = self._live_state(batch_id)
+        if state is None:
+            return []
+        state.failures += 1
+        state.decode_failures = state.decode_failures + 1 if decode else 0
+        if fatal or self._gives_up(state):
+            return [self._finish(state, EventKind.ERROR, error)]
+        self._schedule(state, now + self._backoff(state.failures))
+        return []
+
+    def sweep_failed(self, error: BaseException, now: float, *, fatal: bool) -> list[Event]:
+        """A list sweep failed. A fatal failure (auth) ends every open batch."""
+        self._sweep_in_flight = False
+        if fatal:
+            return [self._finish(s, EventKind.ERROR, error) for s in list(self._open_states())]
+        self._sweep_failures += 1
+        self._sweep_at = now + self._backoff(self._sweep_failures)
+        return []
+
+    def gone(self, batch_id: str, error: BaseException) -> list[Event]:
+        """The API answered 404 for the batch."""
+        self._in_flight.discard(batch_id)
+        state = self._live_state(batch_id)
+        if state is None:
+            return []
+        return [self._finish(state, EventKind.GONE, error)]
+
+    def rate_limited(self, action: Action, retry_after: float | None, now: float) -> None:
+        """A 429: pause everything for ``retry_after`` (or a backoff), then retry ``action``."""
+        wait = retry_after if retry_after is not None else self._backoff(1)
+        self._paused_until = max(self._paused_until, now + wait)
+        if action is SWEEP:
+            self._sweep_in_flight = False
+            self._sweep_at = self._paused_until
+            return
+        self._in_flight.discard(action)
+        state = self._live_state(action)
+        if state is not None:
+            self._schedule(state, self._paused_until)
+
+    def give_up_all(self, error: BaseException) -> list[Event]:
+        """End every open batch with an ``error`` event (the watcher's deadline passed)."""
+        return [self._finish(s, EventKind.ERROR, error) for s in list(self._open_states())]
+
+    # -- views ------------------------------------------------------------------
+
+    @property
+    def open_count(self) -> int:
+        """Tracked batches without a final event yet."""
+        return self._open
+
+    @property
+    def tracked_count(self) -> int:
+        """Tracked batches, final ones included (until discarded)."""
+        return len(self._states)
+
+    @property
+    def in_flight_count(self) -> int:
+        """Requests handed out by `due` whose outcome has not come back."""
+        return len(self._in_flight) + int(self._sweep_in_flight)
+
+    @property
+    def sweeping(self) -> bool:
+        """Whether the last planning chose the list sweep."""
+        return self._sweeping
+
+    def state(self, batch_id: str) -> BatchState | None:
+        """The state of a tracked batch (a live object: do not modify it)."""
+        return self._states.get(batch_id)
+
+    # -- internals ----------------------------------------------------------------
+
+    def _apply(self, state: BatchState, snapshot: Batch) -> list[Event]:
+        state.failures = state.decode_failures = 0
+        kind = classify(state.last, snapshot)
+        if kind is None:
+            return []
+        event = Event(kind, state.batch_id, snapshot, state.last)
+        state.last = snapshot
+        if kind is EventKind.DONE:
+            self._close(state)
+        return [event]
+
+    def _finish(self, state: BatchState, kind: EventKind, error: BaseException) -> Event:
+        self._close(state)
+        if kind is EventKind.GONE:
+            return Event(kind, state.batch_id, None, state.last, error)
+        return Event(kind, state.batch_id, state.last, None, error)
+
+    def _close(self, state: BatchState) -> None:
+        state.final = True
+        state.next_poll_at = math.inf
+        self._open -= 1
+
+    def _live_state(self, batch_id: str) -> BatchState | None:
+        state = self._states.get(batch_id)
+        return None if state is None or state.final else state
+
+    def _open_states(self) -> Iterable[BatchState]:
+        return (s for s in self._states.values() if not s.final)
+
+    def _choose_mode(self, now: float) -> None:
+        sweeping = self._wants_sweep()
+        if sweeping == self._sweeping:
+            return
+        self._sweeping = sweeping
+        if sweeping:
+            self._sweep_at = now
+            self._sweep_interval = self.policy.min_interval
+        else:
+            for state in self._open_states():
+                if state.next_poll_at > now + state.interval:
+                    self._schedule(state, now + self._rng.uniform(0.0, self.policy.stagger))
+
+    def _wants_sweep(self) -> bool:
+        if self.strategy is Strategy.SWEEP:
+            return self._open > 0
+        if self.strategy is Strategy.PER_ID:
+            return False
+        return self._open >= 2 and self._last_sweep_pages < self._open
+
+    def _schedule(self, state: BatchState, when: float) -> None:
+        if state.batch_id in self._in_flight:
+            return  # its outcome will schedule it
+        state.next_poll_at = when
+        self._sequence += 1
+        heapq.heappush(self._heap, (when, self._sequence, state.batch_id))
+
+    def _schedule_after_poll(self, state: BatchState, now: float, *, moved: bool) -> None:
+        state.interval = self._next_interval(state.interval, moved=moved)
+        self._schedule(state, now + self._jittered(state.interval))
+
+    def _defer_to_sweep(self, state: BatchState) -> None:
+        # The sweep refreshes it; an individual poll stays scheduled only as a
+        # safety net in case sweeps stop (mode change, repeated failures).
+        self._schedule(state, self._sweep_at + self.policy.max_interval)
+
+    def _is_current_entry(self, when: float, batch_id: str) -> bool:
+        state = self._states.get(batch_id)
+        return (
+            state is not None
+            and not state.final
+            and state.next_poll_at == when
+            and batch_id not in self._in_flight
+        )
+
+    def _next_interval(self, interval: float, *, moved: bool) -> float:
+        if moved:
+            return self.policy.min_interval
+        return min(self.policy.max_interval, interval * self.policy.backoff_factor)
+
+    def _jittered(self, interval: float) -> float:
+        spread = self.policy.jitter
+        return interval * self._rng.uniform(1.0 - spread, 1.0 + spread)
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(
+            self.policy.max_interval, self.policy.min_interval * 2.0 ** min(failures - 1, 30)
+        )
+        return self._rng.uniform(ceiling / 2.0, ceiling)
+
+    def _gives_up(self, state: BatchState) -> bool:
+        if state.decode_failures >= self.policy.max_decode_failures:
+            return True
+        limit = self.policy.max_failures
+        return limit is not None and state.failures >= limit

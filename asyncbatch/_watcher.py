@@ -1,0 +1,446 @@
+"""The watcher: the IO driver around the `Tracker`.
+
+Theory of operation. ``async with Watcher(...)`` opens a task group that the
+``async with`` owns. In it, one scheduler task asks the tracker what is due,
+and starts one request task per due action, each holding a slot of an
+`anyio.CapacityLimiter` (``max_concurrency``) and, when a budget is set, a
+token of a `TokenBucket`. Each request task feeds its outcome back into the
+tracker and appends the resulting events to a memory stream *synchronously*,
+so events leave in exactly the order the tracker produced them. The consumer's
+``async for`` reads that stream from outside the task group: nothing is ever
+yielded from inside it.
+
+Backpressure. The stream itself is unbounded so that appending never awaits
+(which would let another task's events overtake), but a request task does not
+give back its limiter slot until the stream holds fewer than ``buffer_size``
+events. A slow consumer therefore slows polling, and memory stays bounded by
+``buffer_size`` plus a few events per request in flight.
+
+Rate limits. A 429 pauses every request until its ``Retry-After`` has passed,
+however long; requests already waiting for a slot wait out the pause too, so
+none is sent while paused. Retries are the watcher's own (the client's retry
+policy is off for its requests): transient failures reschedule the batch with
+backoff and produce no event.
+
+Ending. ``stop_when_done=True`` (scripts) ends iteration once every watched
+batch has had its final event and the consumer has read them all;
+``stop_when_done=False`` (services) keeps iterating until the ``async with``
+exits, and batches may be added at any time. A ``deadline`` gives every batch
+still open an ``error`` event carrying `WaitTimeoutError`, then ends
+iteration. Leaving the ``async with`` cancels every request in flight and
+closes nothing that belongs to the client.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self, cast
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._budget import TokenBucket
+from ._client import check_batch_id
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    AsyncBatchError,
+    AuthenticationError,
+    DecodeError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    WaitTimeoutError,
+)
+from ._events import Event
+from ._models import ACTIVE_STATUSES, Batch
+from ._retry import NO_RETRY, RETRYABLE_STATUSES
+from ._tracker import SWEEP, Action, PollPolicy, Strategy, Tracker
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+_PAGE_SIZE: Final = 50
+
+
+class _Nudge:
+    """Wakes a consumer blocked on the stream so it re-checks whether iteration ended."""
+
+
+_NUDGE: Final = _Nudge()
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherStatistics:
+    """A snapshot of a watcher's counters (`Watcher.statistics`)."""
+
+    tracked: int
+    """Batches being watched, final ones included."""
+    open: int
+    """Batches still without a final event."""
+    in_flight: int
+    """Requests sent and not yet answered, or waiting for a slot."""
+    polls: int
+    """Individual ``GET /analyze/batches/{id}`` requests started."""
+    sweeps: int
+    """List sweeps started (each one or more list pages)."""
+    retries: int
+    """Requests that failed transiently and were rescheduled."""
+    rate_limited: int
+    """429 answers, each of which paused all polling."""
+    events: int
+    """Events handed to the consumer's stream."""
+    paused_until: float | None
+    """Loop time until which polling is paused by a 429, or None."""
+    sweeping: bool
+    """Whether the watcher currently refreshes by list sweep."""
+
+
+class Watcher:
+    """Watches many batches and yields their state changes as `Event`s.
+
+    Use ``async with Watcher(client, ids) as watcher: async for event in
+    watcher:`` (or ``client.watch(ids)``). See the module documentation for
+    the guarantees; each option is keyword-only:
+
+    Args:
+        max_concurrency: requests in flight at once.
+        min_interval: seconds between polls of a batch while it changes.
+        max_interval: the longest wait between polls of an idle batch.
+        backoff_factor: how the interval grows per poll that saw no change.
+        jitter: each wait is multiplied by a random factor in ``1 ± jitter``.
+        stagger: first polls of the initial batches spread over this many seconds.
+        requests_per_second: a budget shared by all of this watcher's requests
+            (None: no budget beyond ``max_concurrency``).
+        burst: requests the budget allows at once (default: one second's worth).
+        deadline: seconds after entering; batches still open then get an
+            ``error`` event with `WaitTimeoutError`, and iteration ends.
+        stop_when_done: end iteration once every batch has had its final event
+            (True, for scripts) or run until the ``async with`` exits (False).
+        strategy: ``"auto"``, ``"per_id"`` or ``"sweep"`` (see `Strategy`).
+        buffer_size: events held for a slow consumer before polling waits.
+        max_decode_failures: consecutive undecodable bodies before a batch
+            gets an ``error`` event.
+        max_failures: consecutive transient failures before a batch gets an
+            ``error`` event (None: retry until the deadline).
+        seed: seeds the jitter, for reproducible schedules.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        batch_ids: Iterable[str] = (),
+        *,
+        max_concurrency: int = 8,
+        min_interval: float = 5.0,
+        max_interval: float = 60.0,
+        backoff_factor: float = 1.5,
+        jitter: float = 0.1,
+        stagger: float = 1.0,
+        requests_per_second: float | None = None,
+        burst: float | None = None,
+        deadline: float | None = None,
+        stop_when_done: bool = True,
+        strategy: Strategy | str = Strategy.AUTO,
+        buffer_size: int = 64,
+        max_decode_failures: int = 5,
+        max_failures: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if max_concurrency < 1 or buffer_size < 1:
+            raise ValueError("max_concurrency and buffer_size must be at least 1")
+        if deadline is not None and deadline < 0:
+            raise ValueError("deadline must not be negative")
+        policy = PollPolicy(
+            min_interval=min_interval,
+            max_interval=max_interval,
+            backoff_factor=backoff_factor,
+            jitter=jitter,
+            stagger=stagger,
+            max_decode_failures=max_decode_failures,
+            max_failures=max_failures,
+        )
+        self._client = client
+        self._tracker = Tracker(policy, strategy=Strategy(strategy), rng=random.Random(seed))
+        self._pending_ids = list(dict.fromkeys(check_batch_id(b) for b in batch_ids))
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._budget_rate = requests_per_second
+        self._budget_burst = burst
+        self._budget: TokenBucket | None = None
+        self._deadline = deadline
+        self._deadline_at: float | None = None
+        self._stop_when_done = stop_when_done
+        self._buffer_size = buffer_size
+        self._stage = "new"
+        self._ended = False
+        self._crash: BaseException | None = None
+        self._wakeup = anyio.Event()
+        self._space = anyio.Event()
+        self._counts = {"polls": 0, "sweeps": 0, "retries": 0, "rate_limited": 0, "events": 0}
+        self._send: MemoryObjectSendStream[Event | _Nudge] | None = None
+        self._receive: MemoryObjectReceiveStream[Event | _Nudge] | None = None
+        self._task_group: TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<asyncbatch.Watcher {self._stage} open={self._tracker.open_count} "
+            f"tracked={self._tracker.tracked_count}>"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._stage != "new":
+            raise RuntimeError("a Watcher can be entered only once")
+        self._stage = "running"
+        self._send, self._receive = anyio.create_memory_object_stream[Event | _Nudge](math.inf)
+        now = anyio.current_time()
+        if self._budget_rate is not None:
+            self._budget = TokenBucket(self._budget_rate, self._budget_burst, now=now)
+        if self._deadline is not None:
+            self._deadline_at = now + self._deadline
+        for batch_id in self._pending_ids:
+            self._tracker.add(batch_id, now)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._run)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The caller's exception, if any, propagates untouched: the task group
+        # is exited as if its body ended normally, so nothing wraps it.
+        task_group, self._task_group = self._task_group, None
+        self._stage = "closed"
+        if task_group is None:
+            return
+        task_group.cancel_scope.cancel()
+        try:
+            await task_group.__aexit__(None, None, None)
+        finally:
+            self._close_streams()
+
+    def _close_streams(self) -> None:
+        if self._send is not None:
+            self._send.close()
+        if self._receive is not None:
+            self._receive.close()
+
+    # -- consumer side --------------------------------------------------------------
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._receive is None:
+            raise RuntimeError("enter the watcher with `async with` before iterating")
+        while True:
+            if self._iteration_over():
+                raise StopAsyncIteration
+            try:
+                item = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                if self._crash is not None:
+                    raise self._crash from None
+                raise StopAsyncIteration from None
+            self._space.set()
+            if isinstance(item, Event):
+                return item
+
+    def _iteration_over(self) -> bool:
+        """In ``stop_when_done`` mode: nothing open and every event read. Decided here,
+        on the consumer's side, so a consumer may still `add` after the last event."""
+        if not self._stop_when_done or self._tracker.open_count or self._receive is None:
+            return False
+        if self._receive.statistics().current_buffer_used:
+            return False
+        self._ended = True
+        return True
+
+    def add(self, batch_id: str) -> None:
+        """Start watching another batch; a batch already tracked is left as it is."""
+        batch_id = check_batch_id(batch_id)
+        if self._stage == "new":
+            self._pending_ids.append(batch_id)
+            return
+        if self._ended or self._stage == "closed":
+            raise RuntimeError("this watcher has stopped; start a new one")
+        if self._tracker.add(batch_id, anyio.current_time()):
+            self._wakeup.set()
+
+    def discard(self, batch_id: str) -> None:
+        """Stop watching a batch, without an event. Unknown IDs are ignored."""
+        if self._stage == "new":
+            self._pending_ids = [b for b in self._pending_ids if b != batch_id]
+            return
+        if self._tracker.discard(batch_id) and self._send is not None and not self._ended:
+            self._send.send_nowait(_NUDGE)
+            self._wakeup.set()
+
+    def refresh(self, batch_id: str | None = None) -> None:
+        """Poll one batch, or all open ones, as soon as the limits allow.
+
+        Webhook receivers call this when a delivery arrives; polling stays on
+        as the safety net.
+        """
+        if batch_id is not None:
+            batch_id = check_batch_id(batch_id)
+        if self._stage == "running":
+            self._tracker.refresh(anyio.current_time(), batch_id)
+            self._wakeup.set()
+
+    def statistics(self) -> WatcherStatistics:
+        """The watcher's counters right now."""
+        paused = self._tracker.paused_until
+        return WatcherStatistics(
+            tracked=self._tracker.tracked_count,
+            open=self._tracker.open_count,
+            in_flight=self._tracker.in_flight_count,
+            paused_until=paused if paused > anyio.current_time() else None,
+            sweeping=self._tracker.sweeping,
+            **self._counts,
+        )
+
+    # -- scheduler ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            async with anyio.create_task_group() as requests:
+                await self._schedule(requests)
+                requests.cancel_scope.cancel()
+        except Exception as exc:  # a bug: hand it to the consumer rather than lose it
+            self._crash = exc
+        finally:
+            self._ended = True
+            if self._send is not None:
+                self._send.close()
+
+    async def _schedule(self, requests: TaskGroup) -> None:
+        while True:
+            self._wakeup = anyio.Event()
+            now = anyio.current_time()
+            if self._deadline_at is not None and now >= self._deadline_at:
+                self._emit(self._tracker.give_up_all(WaitTimeoutError(self._deadline_message())))
+                return
+            for action in self._tracker.due(now):
+                await self._start(requests, action)
+            await self._sleep_until(self._tracker.next_wakeup())
+
+    async def _sleep_until(self, wake_at: float | None) -> None:
+        if self._deadline_at is not None:
+            wake_at = self._deadline_at if wake_at is None else min(wake_at, self._deadline_at)
+        delay = math.inf if wake_at is None else max(0.0, wake_at - anyio.current_time())
+        with anyio.move_on_after(delay):
+            await self._wakeup.wait()
+
+    async def _start(self, requests: TaskGroup, action: Action) -> None:
+        slot = object()
+        await self._limiter.acquire_on_behalf_of(slot)
+        try:
+            await self._spend_budget()
+        except BaseException:
+            self._limiter.release_on_behalf_of(slot)
+            raise
+        requests.start_soon(self._perform, action, slot)
+
+    async def _spend_budget(self) -> None:
+        if self._budget is None:
+            return
+        while not self._budget.take(anyio.current_time()):  # noqa: ASYNC110 - refills with time, no event to wait on
+            await anyio.sleep(self._budget.delay(anyio.current_time()))
+
+    # -- requests -----------------------------------------------------------------
+
+    async def _perform(self, action: Action, slot: object) -> None:
+        try:
+            await self._wait_out_pause()
+            events = await (self._sweep() if action is SWEEP else self._poll(action))
+            self._emit(events)
+            await self._wait_for_space()
+        finally:
+            self._limiter.release_on_behalf_of(slot)
+            self._wakeup.set()
+
+    async def _wait_out_pause(self) -> None:
+        # A loop, not one sleep: another 429 may extend the pause meanwhile.
+        while (pause := self._tracker.paused_until - anyio.current_time()) > 0:  # noqa: ASYNC110
+            await anyio.sleep(pause)
+
+    async def _poll(self, batch_id: str) -> list[Event]:
+        self._counts["polls"] += 1
+        try:
+            snapshot = await self._client.batches.retrieve(batch_id, retry=NO_RETRY)
+        except AsyncBatchError as exc:
+            return self._failed(batch_id, exc)
+        return self._tracker.observed(batch_id, snapshot, anyio.current_time())
+
+    async def _sweep(self) -> list[Event]:
+        self._counts["sweeps"] += 1
+        pages = self._client.batches.list(status=ACTIVE_STATUSES, retry=NO_RETRY)
+        snapshots: list[Batch] = []
+        try:
+            async with aclosing(cast(AsyncGenerator[Batch, None], pages)) as batches:
+                snapshots = [batch async for batch in batches]
+        except AsyncBatchError as exc:
+            return self._failed(SWEEP, exc)
+        page_count = max(1, math.ceil(len(snapshots) / _PAGE_SIZE))
+        return self._tracker.swept(snapshots, page_count, anyio.current_time())
+
+    def _failed(self, action: Action, error: AsyncBatchError) -> list[Event]:
+        """Route a failed request: pause, retry later, or end the batch (or all, for a sweep)."""
+        now = anyio.current_time()
+        if isinstance(error, RateLimitError):
+            self._counts["rate_limited"] += 1
+            self._tracker.rate_limited(action, error.retry_after, now)
+            return []
+        fatal = _is_fatal(error)
+        if not fatal:
+            self._counts["retries"] += 1
+        if action is SWEEP:
+            return self._tracker.sweep_failed(error, now, fatal=fatal)
+        if isinstance(error, NotFoundError):
+            return self._tracker.gone(action, error)
+        return self._tracker.failed(
+            action, error, now, fatal=fatal, decode=isinstance(error, DecodeError)
+        )
+
+    # -- delivery -----------------------------------------------------------------
+
+    def _emit(self, events: list[Event]) -> None:
+        """Append events in order; never awaits, so nothing can overtake them."""
+        if self._send is None or not events:
+            return
+        for event in events:
+            self._send.send_nowait(event)
+        self._counts["events"] += len(events)
+
+    async def _wait_for_space(self) -> None:
+        while (
+            self._receive is not None
+            and self._receive.statistics().current_buffer_used >= self._buffer_size
+        ):
+            if self._space.is_set():
+                self._space = anyio.Event()
+            await self._space.wait()
+
+    def _deadline_message(self) -> str:
+        return f"the watcher's deadline of {self._deadline:g} s passed before the batch ended"
+
+
+def _is_fatal(error: AsyncBatchError) -> bool:
+    """Whether retrying cannot help: auth, and 4xx other than 408/429 (404 is handled apart)."""
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        return True
+    if isinstance(error, APIStatusError):
+        return error.status < 500 and error.status not in RETRYABLE_STATUSES
+    return not isinstance(error, APIConnectionError | DecodeError)
