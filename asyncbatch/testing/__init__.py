@@ -1,5 +1,23 @@
 """Test support: a faithful in-process stand-in for the API, and virtual time."""
 
+from ._clocks import Clock, ManualClock, ScaledClock, loop_clock
+from ._faults import FaultKind, FaultRule
+from ._sim_errors import SimulatorError
+from ._sim_http import SimulatorStats
+from ._simulator import Simulator, SimulatorConfig, serve
 from ._virtual_time import VirtualTimeLoop
 
-__all__ = ["VirtualTimeLoop"]
+__all__ = [
+    "Clock",
+    "FaultKind",
+    "FaultRule",
+    "ManualClock",
+    "ScaledClock",
+    "Simulator",
+    "SimulatorConfig",
+    "SimulatorError",
+    "SimulatorStats",
+    "VirtualTimeLoop",
+    "loop_clock",
+    "serve",
+]

@@ -1,0 +1,306 @@
+"""`Simulator`: the TwelveLabs batch API on 127.0.0.1, in-process, for tests and demos.
+
+It ties the pieces together: the batch model (`_sim_state`) read at the
+clock's time (`_sim_account`), served over aiohttp.web (`_sim_http`) with
+seeded faults (`_faults`). `serve` and `SimulatorConfig` are the command
+line's entry point (``asyncbatch simulate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from aiohttp import web
+
+from ._clocks import Clock, ScaledClock, loop_clock
+from ._faults import FaultInjector, FaultRule
+from ._sim_account import SimulatedAccount
+from ._sim_http import API_PREFIX, Counters, ErrorStyle, SimulatorStats, build_app
+from ._sim_state import Lifecycle, batch_view, result_lines
+
+DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
+"""Wall-clock time of the simulator's first clock reading, unless told otherwise."""
+
+
+class Simulator:
+    """A faithful stand-in for the TwelveLabs batch-analysis API, served on 127.0.0.1.
+
+    ``async with Simulator(api_key="k", seed=1) as sim:`` binds a free port
+    (or ``port``) and serves the six ``/analyze/batches`` endpoints at
+    ``sim.base_url`` (``http://127.0.0.1:PORT/v1.3``); point a client at it
+    with that base URL and the same API key.
+
+    Batches progress by themselves as the clock moves: nothing runs in the
+    background; each read computes the state at the current time.
+
+    Args:
+        api_key: the only key accepted; any other (or none) gets 401.
+        seed: all randomness (IDs, item durations, failures, faults) comes from it.
+        clock: seconds as a float; default the event loop's clock (virtual
+            under `VirtualTimeLoop`). Use `ManualClock` to step time by hand.
+        start: wall-clock time (aware) of the clock's first reading; every
+            timestamp is ``start`` plus clock time elapsed.
+        item_seconds: mean time one item takes (each draws 0.5x to 1.5x).
+        item_failure_rate: fraction of items that end ``failed``.
+        items_at_once: items of one batch processed at the same time.
+        pending_seconds: mean time from creation to the first item starting.
+        cancel_seconds: least time a canceled batch stays ``canceling``.
+        expire_after: seconds from creation to ``expires_at`` (the API: 24 h).
+        retention: seconds from creation until the batch is gone (the API: 30 days).
+        max_active: active batches allowed per account (the API: 5).
+        missing_assets: asset IDs that answer create with 404.
+        unready_assets: asset IDs that answer create with 409.
+        faults: `FaultRule` s, tried in order for every request.
+        fault_rate: shorthand for one more rule with every kind at short
+            values (``Retry-After`` 1 s, latency up to 1 s).
+        gateway_errors: ``"nested"`` or ``"flat"`` body for 401 and injected 429.
+
+    Limits: one account, one API key; no ``/analyze/tasks``, assets or
+    webhooks; the combined-video-duration limit is not checked. See
+    docs/simulator.md for every choice made where the API is not documented.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        seed: int = 0,
+        clock: Clock | None = None,
+        start: datetime = DEFAULT_START,
+        item_seconds: float = 20.0,
+        item_failure_rate: float = 0.0,
+        items_at_once: int = 4,
+        pending_seconds: float = 2.0,
+        cancel_seconds: float = 1.0,
+        expire_after: float = 86_400.0,
+        retention: float = 30 * 86_400.0,
+        max_active: int = 5,
+        missing_assets: Collection[str] = (),
+        unready_assets: Collection[str] = (),
+        faults: Sequence[FaultRule] = (),
+        fault_rate: float = 0.0,
+        gateway_errors: ErrorStyle = "nested",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if not api_key:
+            raise ValueError("the simulator needs an API key to check")
+        if start.tzinfo is None:
+            raise ValueError("start must be timezone-aware")
+        lifecycle = Lifecycle(
+            item_seconds=item_seconds,
+            item_failure_rate=item_failure_rate,
+            items_at_once=items_at_once,
+            pending_seconds=pending_seconds,
+            cancel_seconds=cancel_seconds,
+            expire_after=expire_after,
+            retention=retention,
+            max_active=max_active,
+            missing_assets=frozenset(missing_assets),
+            unready_assets=frozenset(unready_assets),
+        )
+        self.seed = seed
+        self.clock: Clock = clock or loop_clock
+        self._account = SimulatedAccount(
+            lifecycle, seed=seed, clock=self.clock, start=start.astimezone(UTC)
+        )
+        rules = list(faults)
+        if fault_rate:
+            rules.append(FaultRule(rate=fault_rate))
+        self._counters = Counters()
+        self.app = build_app(
+            self._account,
+            api_key=api_key,
+            injector=FaultInjector(rules, seed),
+            counters=self._counters,
+            gateway_errors=gateway_errors,
+        )
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._runner is not None else "not started"
+        return f"<Simulator {where} seed={self.seed}>"
+
+    # -- serving ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the port and start answering. Prefer ``async with``."""
+        if self._runner is not None:
+            raise RuntimeError("the simulator is already running")
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def aclose(self) -> None:
+        """Stop serving and close every connection. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/v1.3``, the URL to give a client; needs a started simulator."""
+        if self._runner is None:
+            raise RuntimeError("the simulator is not running: use `async with Simulator(...)`")
+        return f"http://{self._host}:{self._port}{API_PREFIX}"
+
+    @property
+    def stats(self) -> SimulatorStats:
+        """Requests per endpoint, faults per kind and open connections, as of now."""
+        server = self._runner.server if self._runner is not None else None
+        return SimulatorStats(
+            requests=dict(self._counters.requests),
+            faults={str(kind): n for kind, n in self._counters.faults.items()},
+            open_connections=len(server.connections) if server is not None else 0,
+        )
+
+    # -- direct access for tests (no HTTP, no faults, not counted) -------------
+
+    def now(self) -> float:
+        """The simulator's clock reading."""
+        return self._account.now()
+
+    def create_batch(
+        self,
+        requests: int | Sequence[Mapping[str, Any]] = 3,
+        *,
+        analysis_mode: str = "general",
+        defaults: Mapping[str, Any] | None = None,
+        model_name: str = "pegasus1.5",
+    ) -> dict[str, Any]:
+        """Create a batch as ``POST /analyze/batches`` would; returns its 201 body.
+
+        ``requests`` is the list of request objects, or a count of plain ones
+        (custom IDs ``item-0``, ``item-1``...). The rules and the active-batch
+        limit apply: a refusal raises `SimulatorError`.
+        """
+        if isinstance(requests, int):
+            requests = [
+                {"video": {"type": "asset_id", "asset_id": f"asset-{i}"}, "custom_id": f"item-{i}"}
+                for i in range(requests)
+            ]
+        if defaults is None:
+            defaults = _default_defaults(analysis_mode)
+        body = {
+            "model_name": model_name,
+            "analysis_mode": analysis_mode,
+            "defaults": dict(defaults),
+            "requests": list(requests),
+        }
+        return self._account.create(body)
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch's status body now; `SimulatorError` (404) when it does not exist."""
+        now = self._account.now()
+        record = self._account.store.get(batch_id, now)
+        return batch_view(record, now, self._account.lifecycle, self._account.wall)
+
+    def batch_ids(self) -> list[str]:
+        """Every existing batch's ID, newest first."""
+        return [r.batch_id for r in self._account.store.visible(self._account.now())]
+
+    def results(self, batch_id: str) -> list[dict[str, Any]]:
+        """The batch's results lines now, one dict per item."""
+        now = self._account.now()
+        return result_lines(self._account.store.get(batch_id, now), now)
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Cancel as ``POST .../cancel`` would; returns the 202 body."""
+        return self._account.cancel(batch_id)
+
+    def remove_batch(self, batch_id: str) -> None:
+        """Make the batch vanish whatever its status, so that it answers 404."""
+        self._account.store.get(batch_id, self._account.now()).deleted = True
+
+    def age_batch(self, batch_id: str, seconds: float) -> None:
+        """Move the batch ``seconds`` into the past: as if created that much earlier.
+
+        Ageing past ``expire_after`` expires it; past ``retention`` it is gone.
+        """
+        if seconds < 0:
+            raise ValueError("a batch can only be aged forward")
+        self._account.store.get(batch_id, self._account.now()).shift(seconds)
+
+
+def _default_defaults(analysis_mode: str) -> dict[str, Any]:
+    if analysis_mode == "time_based_metadata":
+        return {
+            "response_format": {
+                "type": "segment_definitions",
+                "segment_definitions": [{"id": "scenes", "description": "Scene changes"}],
+            }
+        }
+    return {"prompt": {"input_text": "Summarise the video."}}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulatorConfig:
+    """The options of ``asyncbatch simulate``; field names match the flags.
+
+    ``time_scale`` is simulated seconds per real second (1.0 is real time).
+    ``port`` 0 picks a free port.
+    """
+
+    api_key: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    seed: int = 0
+    item_seconds: float = 20.0
+    item_failure_rate: float = 0.0
+    fault_rate: float = 0.0
+    expire_after: float = 86_400.0
+    time_scale: float = 1.0
+
+
+async def serve(
+    config: SimulatorConfig, *, ready: Callable[[Simulator], object] | None = None
+) -> None:
+    """Serve a simulator until cancelled; ``ready(sim)`` is called once it listens.
+
+    Timestamps start at the real current time; the clock is the event loop's,
+    sped up ``config.time_scale`` times.
+    """
+    clock: Clock = loop_clock
+    if config.time_scale != 1.0:
+        clock = ScaledClock(config.time_scale, base=loop_clock)
+    sim = Simulator(
+        api_key=config.api_key,
+        seed=config.seed,
+        clock=clock,
+        start=datetime.now(UTC),
+        item_seconds=config.item_seconds,
+        item_failure_rate=config.item_failure_rate,
+        fault_rate=config.fault_rate,
+        expire_after=config.expire_after,
+        host=config.host,
+        port=config.port,
+    )
+    async with sim:
+        if ready is not None:
+            ready(sim)
+        await anyio.sleep_forever()
