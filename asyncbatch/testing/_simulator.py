@@ -233,6 +233,10 @@ class Simulator:
         """Cancel as ``POST .../cancel`` would; returns the 202 body."""
         return self._account.cancel(batch_id)
 
+    def delete_batch(self, batch_id: str) -> None:
+        """Delete as ``DELETE /analyze/batches/{id}`` would: 409 unless terminal."""
+        self._account.delete(batch_id)
+
     def remove_batch(self, batch_id: str) -> None:
         """Make the batch vanish whatever its status, so that it answers 404."""
         self._account.store.get(batch_id, self._account.now()).deleted = True
