@@ -1,0 +1,203 @@
+"""`WebhookReceiver`: an aiohttp.web endpoint that turns deliveries into watcher refreshes.
+
+Each POST is handled without awaiting anything but its own body, so the
+sender always gets its answer at once:
+
+* ``401`` when the signature or timestamp does not verify (`verify`);
+* ``400`` when a verified body is not a webhook event;
+* ``200`` otherwise, also for a delivery whose ``id`` was seen recently (a
+  retry or a replay inside the tolerance window): it is acknowledged, so the
+  sender stops retrying, but acts nothing a second time.
+
+A new delivery refreshes every attached watcher (`refresh_targets` says
+which batches) and is then handed to ``on_event``. ``Watcher.refresh`` only
+reschedules: the polling happens in the watcher's own tasks, never in the
+handler. ``on_event`` must likewise return at once (put the event on a
+bounded memory stream with ``send_nowait``, say); if it raises, the answer
+is ``500`` and the ``id`` is forgotten, so the sender's retry gets another go.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from aiohttp import web
+
+from ._errors import WebhookVerificationError
+from ._webhook_event import REFRESH_ALL, WebhookEvent, WebhookPayloadError, refresh_targets
+from ._webhook_signature import DEFAULT_TOLERANCE, SIGNATURE_HEADER, Secrets, secret_keys, verify
+
+logger = logging.getLogger("asyncbatch.webhooks")
+
+DEFAULT_PATH: Final = "/webhooks/twelvelabs"
+DEFAULT_MAX_BODY: Final = 1024 * 1024
+
+
+class Refreshable(Protocol):
+    """Anything with `asyncbatch.Watcher.refresh`'s signature."""
+
+    def refresh(self, batch_id: str | None = None) -> None:
+        """Poll one batch, or all open ones, as soon as the limits allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookStatistics:
+    """A snapshot of a receiver's counters (`WebhookReceiver.statistics`)."""
+
+    accepted: int
+    """New deliveries that verified and were acted on."""
+    duplicates: int
+    """Deliveries whose ``id`` was seen recently: acknowledged, not acted on."""
+    rejected: int
+    """Deliveries that failed verification (answered 401)."""
+    malformed: int
+    """Verified bodies that were not webhook events (answered 400)."""
+    refreshes: int
+    """``refresh`` calls made on watchers."""
+    callback_errors: int
+    """``on_event`` calls that raised (answered 500)."""
+
+
+class _RecentIds:
+    """The last ``capacity`` delivery IDs, oldest forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, delivery_id: str) -> bool:
+        """Remember an ID; False when it was already remembered."""
+        if delivery_id in self._ids:
+            self._ids.move_to_end(delivery_id)
+            return False
+        self._ids[delivery_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return True
+
+    def forget(self, delivery_id: str) -> None:
+        self._ids.pop(delivery_id, None)
+
+
+class WebhookReceiver:
+    """Verifies TwelveLabs webhook deliveries and refreshes watchers on each one.
+
+    Mount ``receiver.handler`` on a POST route of your own aiohttp app, or
+    use ``receiver.app()``; `serve_webhooks` runs one for you.
+
+    Args:
+        secret: the endpoint's secret (dashboard: Reveal Secret), or several
+            while you rotate it. Never shown in reprs, logs or errors.
+        watchers: watchers to refresh; more can be attached later.
+        on_event: a *synchronous*, quick callable given each new event.
+        tolerance: seconds a delivery's timestamp may be off, either way.
+        remember: how many recent delivery IDs to keep for de-duplication.
+        clock: Unix time in seconds, for the timestamp check (default: the system clock).
+    """
+
+    def __init__(
+        self,
+        secret: Secrets,
+        *,
+        watchers: Iterable[Refreshable] = (),
+        on_event: Callable[[WebhookEvent], object] | None = None,
+        tolerance: float = DEFAULT_TOLERANCE,
+        remember: int = 4096,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if on_event is not None and inspect.iscoroutinefunction(on_event):
+            raise TypeError("on_event must be a synchronous callable; it may not delay the answer")
+        if remember < 1 or tolerance < 0:
+            raise ValueError("remember must be at least 1 and tolerance not negative")
+        self._secrets = secret_keys(secret)
+        self._watchers: list[Refreshable] = list(dict.fromkeys(watchers))
+        self._on_event = on_event
+        self._tolerance = tolerance
+        self._recent = _RecentIds(remember)
+        self._clock = clock
+        self._counts = dict.fromkeys(
+            ("accepted", "duplicates", "rejected", "malformed", "refreshes", "callback_errors"), 0
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<asyncbatch.webhooks.WebhookReceiver watchers={len(self._watchers)} "
+            f"accepted={self._counts['accepted']}>"
+        )
+
+    def attach(self, watcher: Refreshable) -> None:
+        """Refresh this watcher too on each new delivery."""
+        if watcher not in self._watchers:
+            self._watchers.append(watcher)
+
+    def detach(self, watcher: Refreshable) -> None:
+        """Stop refreshing this watcher; unknown watchers are ignored."""
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    def statistics(self) -> WebhookStatistics:
+        """The receiver's counters right now."""
+        return WebhookStatistics(**self._counts)
+
+    def app(self, path: str = DEFAULT_PATH, *, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+        """An aiohttp app answering ``POST path``; bigger bodies than ``max_body`` get 413."""
+        application = web.Application(client_max_size=max_body)
+        application.router.add_post(path, self.handler)
+        return application
+
+    async def handler(self, request: web.Request) -> web.Response:
+        """The aiohttp.web handler: verify, de-duplicate, refresh, answer."""
+        body = await request.read()
+        return self.receive(body, request.headers.get(SIGNATURE_HEADER))
+
+    def receive(self, body: bytes, signature: str | None) -> web.Response:
+        """Handle one delivery given its raw body and ``TL-Signature``; never awaits."""
+        try:
+            event = verify(
+                body, signature, self._secrets, tolerance=self._tolerance, now=self._clock()
+            )
+        except WebhookPayloadError as exc:
+            return self._refuse(400, "malformed", exc)
+        except WebhookVerificationError as exc:
+            return self._refuse(401, "rejected", exc)
+        if not self._recent.add(event.id):
+            self._counts["duplicates"] += 1
+            return web.Response(status=200, text="duplicate")
+        self._counts["accepted"] += 1
+        self._refresh(event)
+        return self._hand_off(event)
+
+    def _refuse(self, status: int, counter: str, error: Exception) -> web.Response:
+        self._counts[counter] += 1
+        logger.warning("webhook delivery refused (%d): %s", status, error)
+        # The reason stays in our log; the sender learns only the class of failure.
+        text = "bad signature" if status == 401 else "bad body"
+        return web.Response(status=status, text=text)
+
+    def _refresh(self, event: WebhookEvent) -> None:
+        targets = refresh_targets(event)
+        for watcher in list(self._watchers):
+            if targets is REFRESH_ALL:
+                watcher.refresh()
+                self._counts["refreshes"] += 1
+                continue
+            for batch_id in targets:
+                watcher.refresh(batch_id)
+                self._counts["refreshes"] += 1
+
+    def _hand_off(self, event: WebhookEvent) -> web.Response:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                self._counts["callback_errors"] += 1
+                self._recent.forget(event.id)
+                logger.exception("on_event raised for webhook delivery %s", event.id)
+                return web.Response(status=500, text="callback failed")
+        return web.Response(status=200, text="ok")
