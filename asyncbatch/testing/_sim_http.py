@@ -13,6 +13,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,7 +29,9 @@ ErrorStyle = Literal["nested", "flat"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _ACCOUNT: web.AppKey[SimulatedAccount] = web.AppKey("account", SimulatedAccount)
-_FAULT = "asyncbatch.fault"
+# The fault drawn for the request being handled; a context variable rather than
+# request storage because the handler runs in the middleware's task.
+_FAULT: ContextVar[Fault | None] = ContextVar("asyncbatch_simulator_fault", default=None)
 _STATUS_TEXT = {
     FaultKind.HTTP_500: ("internal_server_error", "An internal error occurred."),
     FaultKind.HTTP_503: ("service_unavailable", "The service is temporarily unavailable."),
@@ -120,9 +123,9 @@ def _middleware(
                 style=style,
             )
         fault = injector.draw(endpoint)
+        _FAULT.set(fault)
         if fault is not None:
             counters.faults[fault.kind] += 1
-            request[_FAULT] = fault
         if fault is not None and fault.kind in STATUS_FAULTS:
             return _status_fault(fault, style, request.app[_ACCOUNT])
         if fault is not None and fault.kind is FaultKind.LATENCY:
@@ -209,14 +212,14 @@ async def _list(request: web.Request) -> web.Response:
         modes=query.getall("analysis_mode", []),
         page=_int_param(query.get("page"), "page", 1),
         page_limit=_int_param(query.get("page_limit"), "page_limit", DEFAULT_PAGE_LIMIT),
-        stale=_is_stale(request),
+        stale=_is_stale(),
     )
     return _json(body)
 
 
 async def _retrieve(request: web.Request) -> web.Response:
     batch_id = request.match_info["batch_id"]
-    return _json(_account(request).retrieve(batch_id, stale=_is_stale(request)))
+    return _json(_account(request).retrieve(batch_id, stale=_is_stale()))
 
 
 async def _delete(request: web.Request) -> web.Response:
@@ -234,9 +237,9 @@ async def _cancel(request: web.Request) -> web.Response:
     return _json(_account(request).cancel(request.match_info["batch_id"]), status=202)
 
 
-def _is_stale(request: web.Request) -> bool:
-    fault = request.get(_FAULT)
-    return isinstance(fault, Fault) and fault.kind is FaultKind.STALE
+def _is_stale() -> bool:
+    fault = _FAULT.get()
+    return fault is not None and fault.kind is FaultKind.STALE
 
 
 def _int_param(raw: str | None, name: str, default: int) -> int:
