@@ -1,0 +1,228 @@
+"""Client CPU time per status poll: asyncbatch against raw aiohttp and the official SDK.
+
+Run: ``.venv/bin/python -m benchmarks.poll_cpu`` (``--help`` for sizes).
+
+A canned-status server runs in its own process (`benchmarks._server`); every
+contender polls ``GET /v1.3/analyze/batches/{id}`` from this process through
+``concurrency`` worker tasks, back to back, until this process has spent a CPU
+budget (user + sys, `time.process_time`), and we divide the CPU time by the
+number of polls. A budget rather than a poll count gives the cheap and the
+costly contenders the same statistical weight and bounds the run time.
+Contenders run one after another inside each repeat, so a drift of the
+machine hits all of them alike; the tables show the median over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+import aiohttp
+import httpx
+import twelvelabs
+
+from asyncbatch import Client
+from asyncbatch._models import batch_decoder
+
+from ._bodies import BATCH_ID
+from ._report import machine_line, median, ratio, table
+from ._server import serve_in_subprocess
+
+API_KEY = "bench-key-not-secret"
+PollFn = Callable[[str], Awaitable[object]]
+Contender = Callable[[str], AbstractAsyncContextManager[PollFn]]
+
+CLIENT = "asyncbatch Client"
+RAW_MSGSPEC = "raw aiohttp + msgspec"
+RAW_JSON = "raw aiohttp + json"
+SDK = "twelvelabs AsyncTwelveLabs"
+
+
+@asynccontextmanager
+async def _asyncbatch_client(base_url: str) -> AsyncIterator[PollFn]:
+    async with Client(api_key=API_KEY, base_url=base_url) as client:
+        yield client.batches.retrieve
+
+
+@asynccontextmanager
+async def _raw_aiohttp(base_url: str, decode: Callable[[bytes], object]) -> AsyncIterator[PollFn]:
+    # The floor: one default session, the auth header, a status check, a decode.
+    headers = {"x-api-key": API_KEY}
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def poll(batch_id: str) -> object:
+            async with session.get(f"{base_url}/analyze/batches/{batch_id}") as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"status {response.status}")
+            return decode(body)
+
+        yield poll
+
+
+def _raw_msgspec(base_url: str) -> AbstractAsyncContextManager[PollFn]:
+    return _raw_aiohttp(base_url, batch_decoder.decode)
+
+
+def _raw_json(base_url: str) -> AbstractAsyncContextManager[PollFn]:
+    return _raw_aiohttp(base_url, json.loads)
+
+
+@asynccontextmanager
+async def _sdk(base_url: str) -> AsyncIterator[PollFn]:
+    # The same httpx client the SDK builds by default (600 s timeout), passed in
+    # so that we can close it: the SDK itself never does.
+    async with httpx.AsyncClient(timeout=600.0) as http:
+        sdk = twelvelabs.AsyncTwelveLabs(api_key=API_KEY, base_url=base_url, httpx_client=http)
+        yield sdk.analyze_async.batches.retrieve
+
+
+CONTENDERS: dict[str, Contender] = {
+    CLIENT: _asyncbatch_client,
+    RAW_MSGSPEC: _raw_msgspec,
+    RAW_JSON: _raw_json,
+    SDK: _sdk,
+}
+
+
+async def _poll_until(poll: PollFn, concurrency: int, cpu_stop: float) -> int:
+    """Poll from ``concurrency`` workers until `time.process_time` passes ``cpu_stop``.
+
+    Each worker polls at least once. Returns the number of polls.
+    """
+    polls = 0
+
+    async def worker() -> None:
+        nonlocal polls
+        while True:
+            await poll(BATCH_ID)
+            polls += 1
+            if time.process_time() >= cpu_stop:
+                return
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+    return polls
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: CPU and wall seconds per poll."""
+
+    cpu: float
+    wall: float
+    polls: int
+
+
+async def measure(contender: Contender, base_url: str, concurrency: int, cpu_budget: float) -> Cell:
+    """CPU and wall time per poll of one contender; connections are opened before timing."""
+    async with contender(base_url) as poll:
+        await _poll_until(poll, concurrency, 0.0)  # warm-up: one poll a worker opens the pool
+        gc.collect()
+        cpu, wall = time.process_time(), time.perf_counter()
+        polls = await _poll_until(poll, concurrency, cpu + cpu_budget)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return Cell(cpu / polls, wall / polls, polls)
+
+
+@dataclass
+class Results:
+    """Every repeat of every (contender, concurrency) cell."""
+
+    cells: dict[tuple[str, int], list[Cell]] = field(default_factory=dict)
+
+    def add(self, name: str, concurrency: int, cell: Cell) -> None:
+        self.cells.setdefault((name, concurrency), []).append(cell)
+
+    def cpu_us(self, name: str, concurrency: int) -> float:
+        """Median CPU microseconds per poll."""
+        return median(c.cpu for c in self.cells[(name, concurrency)]) * 1e6
+
+    def polls_per_s(self, name: str, concurrency: int) -> float:
+        """Median polls per wall second."""
+        return 1 / median(c.wall for c in self.cells[(name, concurrency)])
+
+    def polls(self, name: str, concurrency: int) -> int:
+        """Polls measured over every repeat."""
+        return sum(c.polls for c in self.cells[(name, concurrency)])
+
+
+async def run(
+    names: Sequence[str], concurrencies: Sequence[int], cpu_budget: float, repeats: int
+) -> Results:
+    """Measure every contender at every concurrency, ``repeats`` times, interleaved."""
+    results = Results()
+    with serve_in_subprocess() as base_url:
+        for _ in range(repeats):
+            for concurrency in concurrencies:
+                for name in names:
+                    cell = await measure(CONTENDERS[name], base_url, concurrency, cpu_budget)
+                    results.add(name, concurrency, cell)
+    return results
+
+
+def report(results: Results, names: Sequence[str], concurrencies: Sequence[int]) -> str:
+    """The figures table, then the targets table where both sides of a ratio were measured."""
+    headers = ["contender", *(f"c={c} µs CPU/poll" for c in concurrencies)]
+    headers += [f"c={c} polls/s" for c in concurrencies]
+    rows = [
+        [name]
+        + [f"{results.cpu_us(name, c):.0f}" for c in concurrencies]
+        + [f"{results.polls_per_s(name, c):.0f}" for c in concurrencies]
+        for name in names
+    ]
+    parts = [table("Client CPU per status poll (median over repeats)", headers, rows)]
+    targets = _target_rows(results, names, concurrencies)
+    if targets:
+        headers = ["comparison", "concurrency", "numerator µs", "denominator µs", "ratio", "target"]
+        parts.append(table("Ratios against the targets", headers, targets))
+    return "\n".join(parts)
+
+
+_TARGETS = (
+    (CLIENT, RAW_MSGSPEC, "≤ 1.30x"),
+    (SDK, CLIENT, "≥ 10x at c=64"),
+    (RAW_JSON, RAW_MSGSPEC, "(for scale)"),
+)
+
+
+def _target_rows(
+    results: Results, names: Sequence[str], concurrencies: Sequence[int]
+) -> list[list[str]]:
+    rows = []
+    for numerator, denominator, target in _TARGETS:
+        if numerator not in names or denominator not in names:
+            continue
+        for c in concurrencies:
+            top, bottom = results.cpu_us(numerator, c), results.cpu_us(denominator, c)
+            label = f"{numerator} / {denominator}"
+            rows.append([label, str(c), f"{top:.0f}", f"{bottom:.0f}", ratio(top, bottom), target])
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> Results:
+    """Parse the command line, run, print the tables; returns the raw results."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.poll_cpu", description=__doc__)
+    parser.add_argument(
+        "--cpu-budget", type=float, default=0.5, help="client CPU seconds per cell (default 0.5)"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per cell (default 5)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 64, 256])
+    parser.add_argument("--only", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
+    args = parser.parse_args(argv)
+    print(machine_line())
+    print(f"CPU budget per cell: {args.cpu_budget} s, repeats: {args.repeats}")
+    results = asyncio.run(run(args.only, args.concurrency, args.cpu_budget, args.repeats))
+    print(report(results, args.only, args.concurrency))
+    return results
+
+
+if __name__ == "__main__":
+    main()

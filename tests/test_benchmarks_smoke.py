@@ -1,0 +1,62 @@
+"""Every benchmark runs end to end at tiny sizes and prints a sane table, so none can rot.
+
+No figure is asserted: machines are noisy and the figures live in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks import decode, poll_cpu
+
+
+def _child_pids() -> set[int]:
+    """PIDs of this process's children, read from /proc (every thread's list)."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        pids.update(int(pid) for pid in (task / "children").read_text().split())
+    return pids
+
+
+def _table_rows(output: str) -> list[list[str]]:
+    """The cells of every Markdown data row in ``output`` (header and rule lines excluded)."""
+    lines = [line for line in output.splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    headers = {tuple(row) for row in rows if any("µs" in c or "ns" in c for c in row)}
+    return [row for row in rows if tuple(row) not in headers]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_poll_cpu_measures_every_contender_and_stops_its_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The poll benchmark measures each contender, prints both sides of ratios, reaps its server."""
+    before = _child_pids()
+    results = poll_cpu.main(["--cpu-budget", "0.002", "--repeats", "1", "--concurrency", "2", "3"])
+    output = capsys.readouterr().out
+    assert _child_pids() == before
+    assert output.startswith("machine: nproc=")
+    rows = _table_rows(output)
+    for name in poll_cpu.CONTENDERS:
+        for concurrency in (2, 3):
+            assert results.cpu_us(name, concurrency) > 0
+            assert results.polls(name, concurrency) >= concurrency
+        assert any(row[0] == name and len(row) == 5 for row in rows)
+    ratios = [row for row in rows if row[0].startswith(f"{poll_cpu.CLIENT} / ")]
+    assert [row[1] for row in ratios] == ["2", "3"]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 and row[4].endswith("x") for row in ratios)
+
+
+def test_decode_times_every_decoder_on_every_body(capsys: pytest.CaptureFixture[str]) -> None:
+    """The decode benchmark times each decoder on each body and prints one row per pair."""
+    figures = decode.main(["--repeat-time", "0.0005", "--repeats", "1"])
+    output = capsys.readouterr().out
+    assert set(figures) == {(body, name) for body in decode.BODIES for name in decode.CONTENDERS}
+    assert all(ns > 0 for ns in figures.values())
+    rows = _table_rows(output)
+    assert len(rows) == len(figures)
+    assert all(row[4].endswith("x") for row in rows)
+    assert {row[0] for row in rows if row[4] == "1.00x"} >= {decode.OURS}
