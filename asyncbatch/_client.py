@@ -37,6 +37,7 @@ from ._models import (
 from ._results import ResultStream
 from ._retry import RetryPolicy
 from ._transport import Params, Transport, check_base_url
+from ._wait import wait_for_batch
 
 if TYPE_CHECKING:
     from ._watcher import Watcher
@@ -104,7 +105,7 @@ class Client:
             retry=retry or RetryPolicy(),
             session=session,
         )
-        self.batches = Batches(self._transport)
+        self.batches = Batches(self._transport, self)
 
     def __repr__(self) -> str:
         return f"<asyncbatch.Client base_url={self._transport.base_url!r}>"
@@ -147,8 +148,9 @@ def _first_env(names: Sequence[str]) -> str | None:
 class Batches:
     """The ``/analyze/batches`` endpoints, reached as ``client.batches``."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, client: Client) -> None:
         self._transport = transport
+        self._client = client
 
     def __repr__(self) -> str:
         return f"<asyncbatch.Batches base_url={self._transport.base_url!r}>"
@@ -261,6 +263,43 @@ class Batches:
         """
         path = f"/analyze/batches/{check_batch_id(batch_id)}/results"
         return ResultStream(self._transport, path, result_decoder, retry=retry)
+
+    async def wait(
+        self, batch_id: str, *, timeout: float | None = None, **watch_options: Any
+    ) -> Batch:
+        """Wait until the batch is terminal and return that snapshot.
+
+        Polls through a `Watcher` (``watch_options`` are its options, e.g.
+        ``min_interval``), so rate limits and retries behave the same. Raises
+        `NotFoundError` when the batch does not exist, `WaitTimeoutError` when
+        ``timeout`` seconds pass first, and the cause (e.g.
+        `AuthenticationError`) when polling cannot go on. ``completed`` is
+        returned too when items failed: check ``failed_items``. Cancelling the
+        caller stops polling; the batch itself runs on.
+        """
+        return await wait_for_batch(self._client, batch_id, timeout=timeout, **watch_options)
+
+    async def create_and_wait(
+        self,
+        requests: Iterable[BatchItemRequest | Mapping[str, Any]],
+        *,
+        model_name: str = "pegasus1.5",
+        analysis_mode: str = "general",
+        defaults: BatchDefaults | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        **watch_options: Any,
+    ) -> Batch:
+        """`create` a batch, then `wait` for it; ``timeout`` covers both."""
+        deadline = _deadline(timeout)
+        created = await self.create(
+            requests,
+            model_name=model_name,
+            analysis_mode=analysis_mode,
+            defaults=defaults,
+            timeout=timeout,
+        )
+        remaining = None if deadline is None else max(0.0, deadline - anyio.current_time())
+        return await self.wait(created.batch_id, timeout=remaining, **watch_options)
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -1,0 +1,177 @@
+"""The ``asyncbatch`` command: `main` for the console script, `run` for everything else.
+
+`run` is async and takes its argument list, streams and environment, so tests
+await it on their own (virtual-time) loop; `main` wraps it in `anyio.run` and
+exits with its status. Expected failures (usage, a refused key, a missing
+batch, a conflict, an unreachable API) become one ``asyncbatch: error: ...``
+line on stderr and an exit status (see the ``--help`` epilog); only bugs give
+tracebacks. The API key is never written anywhere: every error line is
+scrubbed of it, whatever its source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TextIO
+
+import anyio
+
+from ._cli_args import HelpShown, UsageError, parse
+from ._cli_board import EXIT_FAILED, EXIT_USAGE
+from ._cli_io import CommandError, Streams, argv_secrets
+from ._client import API_KEY_ENV_VARS, BASE_URL_ENV_VAR, DEFAULT_BASE_URL, Client, check_batch_id
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncBatchError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    InvalidBatchIdError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+
+EXIT_INTERRUPTED = 130
+
+Command = Callable[[Client, argparse.Namespace, Streams], Awaitable[int]]
+
+
+async def run(
+    argv: Sequence[str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Run one ``asyncbatch`` command line and return its exit status.
+
+    ``argv`` excludes the program name (default ``sys.argv[1:]``); ``env``
+    replaces ``os.environ`` for ``$TWELVELABS_API_KEY`` and
+    ``$TWELVELABS_BASE_URL``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    env = os.environ if env is None else env
+    streams = Streams(stdout or sys.stdout, stderr or sys.stderr, secrets=argv_secrets(argv))
+    streams.secrets += [env[name] for name in API_KEY_ENV_VARS if env.get(name)]
+    try:
+        args = parse(argv, streams.stdout, streams.stderr)
+    except HelpShown:
+        return 0
+    except UsageError as exc:
+        streams.error(f"{exc} (see 'asyncbatch --help')")
+        return EXIT_USAGE
+    try:
+        return await _dispatch(args, streams, env)
+    except (CommandError, AsyncBatchError, ValueError) as exc:
+        message, status = _describe(exc, args)
+        streams.error(message)
+        return status
+
+
+def main() -> None:
+    """The console script: run the command line and exit with its status."""
+    try:
+        status = anyio.run(run)
+    except KeyboardInterrupt:
+        sys.stderr.write("\nasyncbatch: interrupted\n")
+        status = EXIT_INTERRUPTED
+    sys.exit(status)
+
+
+async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str, str]) -> int:
+    if args.command == "demo":
+        from ._cli_demo import demo_command  # noqa: PLC0415 - the simulator loads only here
+
+        return await demo_command(args, streams)
+    api_key = args.api_key or _first(env, API_KEY_ENV_VARS)
+    if not api_key:
+        raise CommandError("no API key: pass --api-key KEY or set $TWELVELABS_API_KEY", EXIT_USAGE)
+    if args.command == "simulate":
+        from ._cli_demo import simulate_command  # noqa: PLC0415 - the simulator loads only here
+
+        return await simulate_command(args, streams, api_key)
+    for batch_id in _batch_ids(args):
+        check_batch_id(batch_id)  # every ID checked before the first request
+    base_url = args.base_url or env.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+    async with Client(api_key=api_key, base_url=base_url) as client:
+        return await _commands()[args.command](client, args, streams)
+
+
+def _commands() -> dict[str, Command]:
+    from ._cli_commands import (  # noqa: PLC0415 - import what the command needs, when it runs
+        cancel_command,
+        create_command,
+        delete_command,
+        list_command,
+        results_command,
+        status_command,
+    )
+    from ._cli_watch import watch_command  # noqa: PLC0415
+
+    return {
+        "status": status_command,
+        "list": list_command,
+        "watch": watch_command,
+        "results": results_command,
+        "cancel": cancel_command,
+        "delete": delete_command,
+        "create": create_command,
+    }
+
+
+def _batch_ids(args: argparse.Namespace) -> list[str]:
+    ids = list(getattr(args, "batch_ids", None) or ())
+    if getattr(args, "batch_id", None) is not None:
+        ids.append(args.batch_id)
+    return ids
+
+
+def _first(env: Mapping[str, str], names: Sequence[str]) -> str | None:
+    return next((env[name] for name in names if env.get(name)), None)
+
+
+# Expected failures, most specific first: (type, line template, exit status).
+_FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
+    (CommandError, "{text}", EXIT_FAILED),  # carries its own status
+    (InvalidBatchIdError, "{command}: {text}", EXIT_USAGE),
+    (InvalidRequestError, "{command}: {text}", EXIT_USAGE),
+    (ConfigurationError, "{command}: {text}", EXIT_USAGE),
+    (
+        AuthenticationError,
+        "the API key was refused (401): check --api-key or $TWELVELABS_API_KEY",
+        EXIT_USAGE,
+    ),
+    (PermissionDeniedError, "the API key may not do this (403): {said}", EXIT_USAGE),
+    (BadRequestError, "the API rejected the request (400): {said}", EXIT_USAGE),
+    (NotFoundError, "not found (404): {said}", EXIT_FAILED),
+    (ConflictError, "conflict (409): {said}", EXIT_FAILED),
+    (RateLimitError, "rate limited (429): {said}; try again later", EXIT_FAILED),
+    (APITimeoutError, "the API did not answer in time: {text}", EXIT_FAILED),
+    (APIConnectionError, "cannot reach the API: {text}", EXIT_FAILED),
+    (AsyncBatchError, "{text}", EXIT_FAILED),
+)
+
+
+def _describe(exc: Exception, args: argparse.Namespace) -> tuple[str, int]:
+    """The error line and exit status for an expected failure; re-raises anything else."""
+    for kind, template, status in _FAILURES:
+        if isinstance(exc, kind):
+            said = _said(exc) if isinstance(exc, APIStatusError) else str(exc)
+            line = template.format(text=exc, command=args.command, said=said)
+            return line, exc.status if isinstance(exc, CommandError) else status
+    raise exc  # a ValueError we did not expect is a bug: let it show
+
+
+def _said(exc: APIStatusError) -> str:
+    """What the server said, without the URL: its message, else its code, else the status line."""
+    if exc.message:
+        return exc.message + (f" [{exc.code}]" if exc.code else "")
+    return exc.code or str(exc)

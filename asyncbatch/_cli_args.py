@@ -1,0 +1,361 @@
+"""The command line's grammar: one argparse parser per subcommand, each with examples.
+
+`parse` turns ``argv`` into a namespace whose ``command`` names the subcommand.
+A usage mistake raises `UsageError` (one line, no usage dump) instead of
+printing and exiting as argparse does; ``--help`` and ``--version`` raise
+`HelpShown` after writing to the streams they were given, so that the caller
+decides the exit status and tests can capture the text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+from ._cli_io import PROG
+from ._models import BatchStatus
+from ._version import __version__
+
+
+class UsageError(Exception):
+    """The command line was wrong; the message names the subcommand and the problem."""
+
+
+class HelpShown(Exception):
+    """``--help`` or ``--version`` was printed; exit with status 0."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing usage and exiting.
+
+    Abbreviated options are off: ``--api`` must not quietly mean ``--api-key``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog.removeprefix(PROG + ' ') or PROG}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise UsageError(message.strip())
+        raise HelpShown
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {text}")
+    return value
+
+
+_EPILOG = """\
+environment:
+  TWELVELABS_API_KEY   the API key when --api-key is not given (never printed)
+  TWELVELABS_BASE_URL  the API root when --base-url is not given
+
+exit status:
+  0  everything ended well
+  1  a batch did not end well (failed items, canceled, expired, gone, watch error),
+     a results line was malformed, or a request failed (not found, conflict, network)
+  2  usage error, missing or refused API key
+"""
+
+_EXAMPLES = {
+    "status": """\
+examples:
+  asyncbatch status 68f4ddaf8aaa60d33df0e800
+  asyncbatch status --json 68f4ddaf8aaa60d33df0e800 68f4ddaf8aaa60d33df0e801 | jq .status
+""",
+    "list": """\
+examples:
+  asyncbatch list
+  asyncbatch list --status processing --status pending
+  asyncbatch list --mode time_based_metadata --json --limit 20
+""",
+    "watch": """\
+examples:
+  asyncbatch watch 68f4ddaf8aaa60d33df0e800 68f4ddaf8aaa60d33df0e801
+  asyncbatch watch --all-active --deadline 3600
+  asyncbatch watch --jsonl 68f4ddaf8aaa60d33df0e800 | jq -c 'select(.kind == "done")'
+  asyncbatch watch --base-url http://127.0.0.1:8000/v1.3 68f4ddaf8aaa60d33df0e800
+""",
+    "results": """\
+examples:
+  asyncbatch results 68f4ddaf8aaa60d33df0e800 > results.jsonl
+  asyncbatch results 68f4ddaf8aaa60d33df0e800 -o results.jsonl
+""",
+    "cancel": """\
+examples:
+  asyncbatch cancel 68f4ddaf8aaa60d33df0e800
+""",
+    "delete": """\
+examples:
+  asyncbatch delete 68f4ddaf8aaa60d33df0e800
+""",
+    "create": """\
+The file holds JSON Lines, one request per line, e.g.
+  {"video": {"type": "asset_id", "asset_id": "6298d673f1090f1100476d4c"}, "custom_id": "a-1"}
+or a JSON array of such requests, or a whole create body (an object with
+"requests" and optionally "defaults", "model_name", "analysis_mode"). The
+flags fill in what the file leaves out.
+
+examples:
+  asyncbatch create requests.jsonl --prompt "Summarise the video."
+  asyncbatch create requests.jsonl --prompt "List the speakers." --watch
+  cat requests.jsonl | asyncbatch create - --prompt "Summarise the video." --json
+""",
+    "simulate": """\
+Serves a simulated batch API on HOST:PORT until Ctrl-C. Point the other
+commands at the URL it prints, with the same API key.
+
+examples:
+  asyncbatch simulate --port 8000 --api-key sim-key --time-scale 10
+  TWELVELABS_API_KEY=sim-key asyncbatch list --base-url http://127.0.0.1:8000/v1.3
+""",
+    "demo": """\
+Starts a simulator in this process (its API key is made up, none is needed),
+creates a few batches of different sizes, cancels one midway, watches them
+all live to the end and prints the summary. Lasts about half a minute.
+
+examples:
+  asyncbatch demo
+  asyncbatch demo --time-scale 100
+""",
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--api-key", metavar="KEY", help="API key (default: $TWELVELABS_API_KEY); never printed"
+    )
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API root (default: $TWELVELABS_BASE_URL, else https://api.twelvelabs.io/v1.3)",
+    )
+
+
+def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON lines")
+
+
+def _add_watch_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("watching")
+    group.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds between polls of a batch that is moving (default: 5)",
+    )
+    group.add_argument(
+        "--max-interval",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="longest wait between polls of an idle batch (default: 60)",
+    )
+    group.add_argument(
+        "--deadline",
+        type=_non_negative_float,
+        metavar="S",
+        help="give up on batches still open after this many seconds",
+    )
+    group.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="requests in flight at once (default: 8)",
+    )
+    group.add_argument(
+        "--max-failures",
+        type=_positive_int,
+        default=6,
+        metavar="N",
+        help="consecutive failed polls (network, 5xx) before giving up on a batch (default: 6)",
+    )
+
+
+def _view_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="print one JSON object per event (kind, batch_id, batch, error) instead of the view",
+    )
+    group.add_argument(
+        "--plain", action="store_true", help="plain lines even on a terminal (no live view)"
+    )
+
+
+def _subparser(
+    commands: argparse._SubParsersAction[_Parser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog=_EXAMPLES[name] + "\n" + _EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole grammar: ``asyncbatch COMMAND [options]``."""
+    parser = _Parser(
+        prog=PROG,
+        description="Watch, create and fetch TwelveLabs batch analyses from the command line.",
+        epilog="Run 'asyncbatch COMMAND --help' for a command's options and examples.\n\n"
+        + _EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    status = _subparser(commands, "status", "show the status and item counters of batches")
+    status.add_argument("batch_ids", nargs="+", metavar="ID", help="batch IDs")
+    _json_flag(status, "each batch")
+
+    listing = _subparser(commands, "list", "list the account's batches, newest first")
+    listing.add_argument(
+        "--status",
+        action="append",
+        choices=[str(s) for s in BatchStatus],
+        help="only batches in this status (repeat for several)",
+    )
+    listing.add_argument(
+        "--mode",
+        action="append",
+        metavar="MODE",
+        help="only batches of this analysis mode (general, time_based_metadata)",
+    )
+    listing.add_argument("--limit", type=_positive_int, metavar="N", help="stop after N batches")
+    _json_flag(listing, "each batch")
+
+    watch = _subparser(commands, "watch", "follow batches live until they end")
+    watch.add_argument("batch_ids", nargs="*", metavar="ID", help="batch IDs to follow")
+    watch.add_argument(
+        "--all-active",
+        action="store_true",
+        help="also follow every pending, processing or canceling batch of the account",
+    )
+    _view_options(watch)
+    _add_watch_options(watch)
+
+    results = _subparser(commands, "results", "stream a batch's results as JSON Lines")
+    results.add_argument("batch_id", metavar="ID", help="batch ID")
+    results.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE instead of standard output"
+    )
+
+    cancel = _subparser(commands, "cancel", "cancel a batch (queued items stop, running finish)")
+    cancel.add_argument("batch_id", metavar="ID", help="batch ID")
+    _json_flag(cancel, "the batch")
+
+    delete = _subparser(commands, "delete", "delete a finished batch and its results")
+    delete.add_argument("batch_id", metavar="ID", help="batch ID")
+    _json_flag(delete, "the outcome")
+
+    create = _subparser(commands, "create", "create a batch from a file of requests")
+    create.add_argument(
+        "file", metavar="FILE", help="JSON Lines or JSON file of requests; - for stdin"
+    )
+    create.add_argument("--prompt", help="default prompt for requests that have none")
+    create.add_argument("--model", help="model name (default: pegasus1.5)")
+    create.add_argument("--mode", help="analysis mode (default: general)")
+    create.add_argument("--watch", action="store_true", help="follow the new batch until it ends")
+    _json_flag(create, "the created batch")
+    _view_options(create)
+    _add_watch_options(create)
+
+    simulate = _subparser(commands, "simulate", "serve a simulated batch API until Ctrl-C")
+    simulate.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+    )
+    simulate.add_argument("--port", type=_port, default=8000, help="port (0: any free one)")
+    simulate.add_argument("--seed", type=int, default=0, help="seed for every random choice")
+    simulate.add_argument(
+        "--item-seconds", type=_positive_float, default=20.0, metavar="S", help="mean item time"
+    )
+    simulate.add_argument(
+        "--item-failure-rate",
+        type=_rate,
+        default=0.0,
+        metavar="R",
+        help="fraction of items failing",
+    )
+    simulate.add_argument(
+        "--fault-rate", type=_rate, default=0.0, metavar="F", help="fraction of requests faulted"
+    )
+    simulate.add_argument(
+        "--expire-after",
+        type=_positive_float,
+        default=86_400.0,
+        metavar="S",
+        help="seconds until a batch expires (default: 86400)",
+    )
+    simulate.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="simulated seconds per real second (default: 1)",
+    )
+
+    demo = _subparser(commands, "demo", "watch a few simulated batches live, no API key needed")
+    demo.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=10.0,
+        metavar="X",
+        help="simulated seconds per real second (default: 10)",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed for the simulator (default: 7)")
+    _view_options(demo)
+    return parser
+
+
+def parse(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> argparse.Namespace:
+    """Parse ``argv``; raises `UsageError`, or `HelpShown` after printing help."""
+    parser = build_parser()
+    # argparse prints help and version to sys.stdout; send them where the caller wants.
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        return parser.parse_args(list(argv))

@@ -1,0 +1,153 @@
+"""``asyncbatch demo`` and ``asyncbatch simulate``: the command line around the simulator.
+
+The demo runs a `Simulator` in this process on a sped-up clock, creates a few
+batches of different sizes, cancels one once it is under way, and follows
+them all live with the same code as ``asyncbatch watch``. Its API key is made
+up on the spot and never shown. Poll intervals shrink with the time scale, so
+the demo looks the same at any speed and ends by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from ._cli_board import Board, Row
+from ._cli_io import CommandError, Streams
+from ._cli_view import make_view
+from ._cli_watch import follow
+from ._client import Client
+from ._errors import ConflictError
+from ._events import Event, EventKind
+from .testing import ScaledClock, Simulator, SimulatorConfig, loop_clock, serve
+
+DEMO_BATCHES: tuple[tuple[str, int], ...] = (
+    ("intro", 4),
+    ("lectures", 12),
+    ("interviews", 24),
+    ("archive", 40),
+    ("mistake", 30),
+)
+"""(name, items) of each demo batch; the one named ``mistake`` gets canceled."""
+
+CANCEL_AT = 0.25
+"""The fraction of its items finished when the demo cancels the ``mistake`` batch."""
+
+ITEM_SECONDS = 20.0
+"""Simulated seconds one item takes on average; at the default 10x, 2 s of wall time."""
+
+ITEM_FAILURE_RATE = 0.08
+
+_REAL_API_HINT = """\
+To do the same against the real API:
+  export TWELVELABS_API_KEY=...        # your key; asyncbatch never prints it
+  asyncbatch create requests.jsonl --prompt "Summarise the video." --watch
+  asyncbatch watch --all-active        # or: asyncbatch watch ID ID ...
+  asyncbatch results ID -o results.jsonl"""
+
+
+async def demo_command(args: argparse.Namespace, streams: Streams) -> int:
+    """Run the demo; 0 when every batch reached its end, as planned."""
+    if args.base_url is not None:
+        raise CommandError("demo: runs its own simulator, so --base-url does not apply", 2)
+    api_key = args.api_key or "demo-" + secrets.token_hex(12)
+    streams.secrets.append(api_key)
+    scale = args.time_scale
+    simulator = Simulator(
+        api_key=api_key,
+        seed=args.seed,
+        clock=ScaledClock(scale, base=loop_clock),
+        start=datetime.now(UTC),
+        item_seconds=ITEM_SECONDS,
+        item_failure_rate=ITEM_FAILURE_RATE,
+    )
+    async with simulator, Client(api_key=api_key, base_url=simulator.base_url) as client:
+        streams.note(f"demo: a simulated batch API at {simulator.base_url}, {scale:g}x real time")
+        batch_ids = [await _create(client, name, size, streams) for name, size in DEMO_BATCHES]
+        on_event = _Canceler(client, batch_ids[-1], streams)
+        view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)
+        board = await follow(client, batch_ids, view, _demo_options(scale), on_event=on_event)
+    streams.note(_REAL_API_HINT)
+    return 0 if _all_done(board) else 1
+
+
+async def _create(client: Client, name: str, size: int, streams: Streams) -> str:
+    requests = [
+        {"video": {"type": "asset_id", "asset_id": f"{name}-{i}"}, "custom_id": f"{name}-{i}"}
+        for i in range(size)
+    ]
+    created = await client.batches.create(
+        requests, defaults={"prompt": {"input_text": "Summarise the video."}}
+    )
+    streams.note(f"demo: created batch {created.batch_id} ({name}, {size} items)")
+    return created.batch_id
+
+
+class _Canceler:
+    """The demo's event hook: cancels one batch once a quarter of it is done."""
+
+    def __init__(self, client: Client, batch_id: str, streams: Streams) -> None:
+        self._client = client
+        self._batch_id = batch_id
+        self._streams = streams
+        self._done = False
+
+    async def __call__(self, event: Event, row: Row) -> None:
+        batch = event.batch
+        if self._done or event.batch_id != self._batch_id or batch is None or event.is_final:
+            return
+        if batch.fraction_done < CANCEL_AT:
+            return
+        self._done = True
+        try:
+            await self._client.batches.cancel(self._batch_id)
+        except ConflictError:  # it finished first: nothing left to cancel
+            return
+
+
+def _demo_options(scale: float) -> dict[str, Any]:
+    """Watcher options in simulated seconds, scaled to wall time."""
+    return {
+        "min_interval": 5.0 / scale,
+        "max_interval": 20.0 / scale,
+        "stagger": 1.0 / scale,
+        "max_failures": 6,
+    }
+
+
+def _all_done(board: Board) -> bool:
+    return all(row.final is EventKind.DONE for row in board.rows.values())
+
+
+async def simulate_command(args: argparse.Namespace, streams: Streams, api_key: str) -> int:
+    """Serve the simulator until cancelled (Ctrl-C); prints its base URL on stdout."""
+    if args.base_url is not None:
+        raise CommandError("simulate: serves its own URL, so --base-url does not apply", 2)
+    config = SimulatorConfig(
+        api_key=api_key,
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        item_seconds=args.item_seconds,
+        item_failure_rate=args.item_failure_rate,
+        fault_rate=args.fault_rate,
+        expire_after=args.expire_after,
+        time_scale=args.time_scale,
+    )
+
+    def ready(simulator: Simulator) -> None:
+        streams.out(simulator.base_url)
+        streams.note(
+            f"simulate: serving at {simulator.base_url}; use it with --base-url "
+            f"{simulator.base_url} (or $TWELVELABS_BASE_URL) and the same API key. "
+            "Ctrl-C stops it."
+        )
+
+    try:
+        await serve(config, ready=ready)
+    except OSError as exc:
+        where = f"{args.host}:{args.port}"
+        raise CommandError(f"simulate: cannot serve on {where}: {exc.strerror or exc}", 1) from None
+    return 0

@@ -1,0 +1,63 @@
+"""Where the command line writes, and how it fails: `Streams` and `CommandError`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+PROG = "asyncbatch"
+
+
+class CommandError(Exception):
+    """An expected failure: print one line on stderr and exit with ``status``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class Streams:
+    """The command's stdout and stderr, and the secrets no line may show."""
+
+    stdout: TextIO
+    stderr: TextIO
+    secrets: list[str] = field(default_factory=list)
+
+    def out(self, line: str) -> None:
+        """A line of the command's output, flushed (pipes see it at once)."""
+        self.stdout.write(line + "\n")
+        self.stdout.flush()
+
+    def note(self, line: str) -> None:
+        """A line for the person at the terminal, on stderr."""
+        self.stderr.write(self.scrub(line) + "\n")
+        self.stderr.flush()
+
+    def warn(self, message: str) -> None:
+        """``asyncbatch: warning: ...`` on stderr."""
+        self.note(f"{PROG}: warning: {message}")
+
+    def error(self, message: str) -> None:
+        """``asyncbatch: error: ...`` on stderr, on one line."""
+        self.note(f"{PROG}: error: {' '.join(message.split())}")
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret replaced by ``***``."""
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def argv_secrets(argv: Iterable[str]) -> list[str]:
+    """The values given to ``--api-key`` anywhere in ``argv``, even where argparse rejects them."""
+    found: list[str] = []
+    args = list(argv)
+    for index, arg in enumerate(args):
+        if arg == "--api-key" and index + 1 < len(args):
+            found.append(args[index + 1])
+        elif arg.startswith("--api-key="):
+            found.append(arg.removeprefix("--api-key="))
+    return found
