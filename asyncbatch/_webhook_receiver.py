@@ -116,7 +116,9 @@ class WebhookReceiver:
         if remember < 1 or tolerance < 0:
             raise ValueError("remember must be at least 1 and tolerance not negative")
         self._secrets = secret_keys(secret)
-        self._watchers: list[Refreshable] = list(dict.fromkeys(watchers))
+        self._watchers: list[Refreshable] = []
+        for watcher in watchers:
+            self.attach(watcher)
         self._on_event = on_event
         self._tolerance = tolerance
         self._recent = _RecentIds(remember)
@@ -132,14 +134,17 @@ class WebhookReceiver:
         )
 
     def attach(self, watcher: Refreshable) -> None:
-        """Refresh this watcher too on each new delivery."""
-        if watcher not in self._watchers:
+        """Refresh this watcher too on each new delivery (once, however often attached)."""
+        if not self._attached(watcher):
             self._watchers.append(watcher)
 
     def detach(self, watcher: Refreshable) -> None:
         """Stop refreshing this watcher; unknown watchers are ignored."""
-        if watcher in self._watchers:
-            self._watchers.remove(watcher)
+        self._watchers = [w for w in self._watchers if w is not watcher]
+
+    def _attached(self, watcher: Refreshable) -> bool:
+        # By identity: watchers need not be hashable, and equal ones are still distinct.
+        return any(w is watcher for w in self._watchers)
 
     def statistics(self) -> WebhookStatistics:
         """The receiver's counters right now."""
