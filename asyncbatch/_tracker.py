@@ -348,6 +348,8 @@ class Tracker:
         if sweeping:
             self._sweep_at = now
             self._sweep_interval = self.policy.min_interval
+            for state in self._open_states():
+                self._defer_to_sweep(state)
         else:
             for state in self._open_states():
                 if state.next_poll_at > now + state.interval:

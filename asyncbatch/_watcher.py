@@ -96,6 +96,8 @@ class WatcherStatistics:
     """429 answers, each of which paused all polling."""
     events: int
     """Events handed to the consumer's stream."""
+    buffered: int
+    """Events waiting for the consumer to read them."""
     paused_until: float | None
     """Loop time until which polling is paused by a 429, or None."""
     sweeping: bool
@@ -262,7 +264,7 @@ class Watcher:
         on the consumer's side, so a consumer may still `add` after the last event."""
         if not self._stop_when_done or self._tracker.open_count or self._receive is None:
             return False
-        if self._receive.statistics().current_buffer_used:
+        if self._buffered():
             return False
         self._ended = True
         return True
@@ -308,6 +310,7 @@ class Watcher:
             in_flight=self._tracker.in_flight_count,
             paused_until=paused if paused > anyio.current_time() else None,
             sweeping=self._tracker.sweeping,
+            buffered=self._buffered(),
             **self._counts,
         )
 
@@ -424,11 +427,11 @@ class Watcher:
             self._send.send_nowait(event)
         self._counts["events"] += len(events)
 
+    def _buffered(self) -> int:
+        return 0 if self._receive is None else self._receive.statistics().current_buffer_used
+
     async def _wait_for_space(self) -> None:
-        while (
-            self._receive is not None
-            and self._receive.statistics().current_buffer_used >= self._buffer_size
-        ):
+        while self._buffered() >= self._buffer_size:
             if self._space.is_set():
                 self._space = anyio.Event()
             await self._space.wait()
