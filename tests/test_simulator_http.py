@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 
 from asyncbatch import (
@@ -19,7 +20,7 @@ from asyncbatch import (
     RateLimitError,
     RetryPolicy,
 )
-from asyncbatch.testing import ManualClock, Simulator
+from asyncbatch.testing import ManualClock, Simulator, SimulatorConfig, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -336,3 +337,42 @@ async def test_our_client_lists_every_page() -> None:
         stats = sim.stats
     assert listed == ids[::-1]
     assert stats.requests["list"] == 3
+
+
+async def test_the_default_clock_is_the_event_loop_clock() -> None:
+    """With no clock given, batches progress as loop time passes (virtual in this suite)."""
+    async with (
+        Simulator(api_key=KEY, item_seconds=30) as sim,
+        Client(api_key=KEY, base_url=sim.base_url) as client,
+    ):
+        batch_id = sim.create_batch(2)["batch_id"]
+        assert (await client.batches.retrieve(batch_id)).status == "pending"
+        await anyio.sleep(3600)
+        assert (await client.batches.retrieve(batch_id)).status == "completed"
+
+
+async def test_serve_runs_until_cancelled() -> None:
+    """serve(config) listens, reports readiness with the simulator, and stops when cancelled."""
+    config = SimulatorConfig(api_key=KEY, port=0, seed=3, item_seconds=5, time_scale=10.0)
+    ready: list[Simulator] = []
+    async with anyio.create_task_group() as tg:
+        started = anyio.Event()
+
+        def on_ready(sim: Simulator) -> None:
+            ready.append(sim)
+            started.set()
+
+        async def run() -> None:
+            await serve(config, ready=on_ready)
+
+        tg.start_soon(run)
+        await started.wait()
+        (sim,) = ready
+        async with Client(api_key=KEY, base_url=sim.base_url) as client:
+            batch_id = sim.create_batch(1)["batch_id"]
+            await anyio.sleep(10)  # 100 simulated seconds at time_scale 10
+            batch = await client.batches.retrieve(batch_id)
+        tg.cancel_scope.cancel()
+    assert batch.status == "completed"
+    with pytest.raises(RuntimeError):
+        _ = sim.base_url
