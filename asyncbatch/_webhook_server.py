@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ async def serve_webhooks(
     tolerance: float = DEFAULT_TOLERANCE,
     max_body: int = DEFAULT_MAX_BODY,
     shutdown_timeout: float = 5.0,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[WebhookServer]:
     """Serve a `WebhookReceiver` for ``watcher`` while the block runs.
 
@@ -51,13 +53,15 @@ async def serve_webhooks(
     port, see ``server.port``). Leaving the block stops listening, lets
     requests in progress finish for up to ``shutdown_timeout`` seconds, and
     detaches the watcher; nothing keeps running afterwards, even when the
-    block is cancelled. TLS is left to the proxy in front, as usual.
+    block is cancelled. TLS is left to the proxy in front, as usual. The
+    other options are `WebhookReceiver`'s.
     """
     receiver = WebhookReceiver(
         secret,
         watchers=() if watcher is None else (watcher,),
         on_event=on_event,
         tolerance=tolerance,
+        clock=clock,
     )
     runner = web.AppRunner(
         receiver.app(path, max_body=max_body),
