@@ -45,6 +45,7 @@ from ._models import (
 )
 from ._results import ResultStream
 from ._retry import RetryPolicy
+from ._store import MemoryStore, StateStore, StoredBatch
 from ._tracker import Strategy
 from ._version import __version__
 from ._watcher import Watcher, WatcherStatistics
@@ -77,6 +78,7 @@ __all__ = [
     "ItemError",
     "ItemStatus",
     "MediaSource",
+    "MemoryStore",
     "NotFoundError",
     "PageInfo",
     "PermissionDeniedError",
@@ -87,6 +89,8 @@ __all__ = [
     "ResultStream",
     "RetryPolicy",
     "ServerError",
+    "StateStore",
+    "StoredBatch",
     "Strategy",
     "TaskResult",
     "Usage",

@@ -129,13 +129,24 @@ class Tracker:
 
     # -- membership -------------------------------------------------------------
 
-    def add(self, batch_id: str, now: float) -> bool:
-        """Start watching; False if the batch is already tracked (open or final)."""
+    def add(
+        self, batch_id: str, now: float, *, last: Batch | None = None, final: bool = False
+    ) -> bool:
+        """Start watching; False if the batch is already tracked (open or final).
+
+        ``last`` and ``final`` restore what a consumer acknowledged before a
+        restart: the next snapshot is diffed against ``last``, and a ``final``
+        batch is known but never polled nor reported again.
+        """
         if batch_id in self._states:
             return False
-        first = now + self._rng.uniform(0.0, self.policy.stagger)
-        state = BatchState(batch_id=batch_id, interval=self.policy.min_interval)
+        state = BatchState(
+            batch_id=batch_id, last=last, final=final, interval=self.policy.min_interval
+        )
         self._states[batch_id] = state
+        if final:
+            return True
+        first = now + self._rng.uniform(0.0, self.policy.stagger)
         self._open += 1
         if self._sweeping:
             self._sweep_at = min(self._sweep_at, first)

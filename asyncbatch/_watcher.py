@@ -22,6 +22,15 @@ none is sent while paused. Retries are the watcher's own (the client's retry
 policy is off for its requests): transient failures reschedule the batch with
 backoff and produce no event.
 
+Acknowledgement and restarts. With a ``state`` store, an event counts as
+delivered once the consumer acknowledges it: by default asking for the next
+event acknowledges the previous one (``auto_ack``); with ``auto_ack=False``
+the consumer calls `Watcher.ack` itself, for example after writing the event
+somewhere durable. The store keeps, per batch, the last acknowledged snapshot;
+a watcher started on the same store diffs against it, so unacknowledged
+changes come again, changes made while nothing watched are reported, and an
+acknowledged final event never comes again (see `_store`).
+
 Ending. ``stop_when_done=True`` (scripts) ends iteration once every watched
 batch has had its final event and the consumer has read them all;
 ``stop_when_done=False`` (services) keeps iterating until the ``async with``
@@ -61,6 +70,7 @@ from ._errors import (
 from ._events import Event
 from ._models import ACTIVE_STATUSES, Batch
 from ._retry import NO_RETRY, RETRYABLE_STATUSES
+from ._store import StateStore, StoredBatch
 from ._tracker import SWEEP, Action, PollPolicy, Strategy, Tracker
 
 if TYPE_CHECKING:
@@ -132,6 +142,12 @@ class Watcher:
         max_failures: consecutive transient failures before a batch gets an
             ``error`` event (None: retry until the deadline).
         seed: seeds the jitter, for reproducible schedules.
+        state: a `StateStore` that keeps acknowledged state across restarts.
+        resume: also watch every batch in ``state`` that has not ended.
+        watch_active: also watch every active batch of the account (one list
+            sweep on entry).
+        auto_ack: asking for the next event acknowledges the previous one; set
+            False to call `ack` yourself.
     """
 
     def __init__(
@@ -154,6 +170,10 @@ class Watcher:
         max_decode_failures: int = 5,
         max_failures: int | None = None,
         seed: int | None = None,
+        state: StateStore | None = None,
+        resume: bool = False,
+        watch_active: bool = False,
+        auto_ack: bool = True,
     ) -> None:
         if max_concurrency < 1 or buffer_size < 1:
             raise ValueError("max_concurrency and buffer_size must be at least 1")
@@ -188,6 +208,12 @@ class Watcher:
         self._send: MemoryObjectSendStream[Event | _Nudge] | None = None
         self._receive: MemoryObjectReceiveStream[Event | _Nudge] | None = None
         self._task_group: TaskGroup | None = None
+        self._store = state
+        self._resume = resume
+        self._watch_active = watch_active
+        self._auto_ack = auto_ack
+        self._unacked: Event | None = None
+        self._store_updates: list[tuple[str, bool]] = []  # (batch_id, tracked?) in call order
 
     def __repr__(self) -> str:
         return (
@@ -207,12 +233,32 @@ class Watcher:
             self._budget = TokenBucket(self._budget_rate, self._budget_burst, now=now)
         if self._deadline is not None:
             self._deadline_at = now + self._deadline
-        for batch_id in self._pending_ids:
-            self._tracker.add(batch_id, now)
+        await self._load_batches(now)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._run)
         return self
+
+    async def _load_batches(self, now: float) -> None:
+        """Track the initial batches, restored from the store where it knows them."""
+        ids = list(self._pending_ids)
+        if self._watch_active:
+            ids += [batch.batch_id async for batch in self._active_batches()]
+        records = {r.batch_id: r for r in await self._store.load()} if self._store else {}
+        if self._resume:
+            ids += [r.batch_id for r in records.values() if not r.final]
+        for batch_id in dict.fromkeys(ids):
+            record = records.get(batch_id)
+            if record is None:
+                self._tracker.add(batch_id, now)
+            else:
+                self._tracker.add(batch_id, now, last=record.snapshot, final=record.final)
+        if self._store is not None:
+            await self._store.track(b for b in dict.fromkeys(ids) if b not in records)
+
+    def _active_batches(self) -> AsyncGenerator[Batch, None]:
+        pages = self._client.batches.list(status=ACTIVE_STATUSES)
+        return cast(AsyncGenerator[Batch, None], pages)
 
     async def __aexit__(
         self,
@@ -246,6 +292,10 @@ class Watcher:
     async def __anext__(self) -> Event:
         if self._receive is None:
             raise RuntimeError("enter the watcher with `async with` before iterating")
+        if self._unacked is not None:
+            event, self._unacked = self._unacked, None
+            await self.ack(event)
+        await self._flush_store_updates()
         while True:
             if self._iteration_over():
                 raise StopAsyncIteration
@@ -257,6 +307,8 @@ class Watcher:
                 raise StopAsyncIteration from None
             self._space.set()
             if isinstance(item, Event):
+                if self._auto_ack:
+                    self._unacked = item
                 return item
 
     def _iteration_over(self) -> bool:
@@ -269,6 +321,28 @@ class Watcher:
         self._ended = True
         return True
 
+    async def ack(self, event: Event) -> None:
+        """Acknowledge ``event``: a restarted watcher on the same store will not repeat it.
+
+        Without a ``state`` store this does nothing. Acknowledging an older
+        event of a batch after a newer one changes nothing.
+        """
+        if self._store is None:
+            return
+        snapshot = event.batch if event.batch is not None else event.previous
+        record = StoredBatch(batch_id=event.batch_id, snapshot=snapshot, final=event.is_final)
+        await self._store.acknowledge(record)
+
+    async def _flush_store_updates(self) -> None:
+        updates, self._store_updates = self._store_updates, []
+        if self._store is None:
+            return
+        for batch_id, tracked in updates:
+            if tracked:
+                await self._store.track([batch_id])
+            else:
+                await self._store.forget(batch_id)
+
     def add(self, batch_id: str) -> None:
         """Start watching another batch; a batch already tracked is left as it is."""
         batch_id = check_batch_id(batch_id)
@@ -278,6 +352,7 @@ class Watcher:
         if self._ended or self._stage == "closed":
             raise RuntimeError("this watcher has stopped; start a new one")
         if self._tracker.add(batch_id, anyio.current_time()):
+            self._store_updates.append((batch_id, True))
             self._wakeup.set()
 
     def discard(self, batch_id: str) -> None:
@@ -285,7 +360,10 @@ class Watcher:
         if self._stage == "new":
             self._pending_ids = [b for b in self._pending_ids if b != batch_id]
             return
-        if self._tracker.discard(batch_id) and self._send is not None and not self._ended:
+        if not self._tracker.discard(batch_id):
+            return
+        self._store_updates.append((batch_id, False))
+        if self._send is not None and not self._ended:
             self._send.send_nowait(_NUDGE)
             self._wakeup.set()
 
