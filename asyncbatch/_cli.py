@@ -49,17 +49,20 @@ async def run(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     *,
+    stdin: TextIO | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
     """Run one ``asyncbatch`` command line and return its exit status.
 
-    ``argv`` excludes the program name (default ``sys.argv[1:]``); ``env``
-    replaces ``os.environ`` for ``$TWELVELABS_API_KEY`` and
-    ``$TWELVELABS_BASE_URL``.
+    ``argv`` excludes the program name (default ``sys.argv[1:]``); the
+    streams default to the process's; ``env`` replaces ``os.environ`` for
+    ``$TWELVELABS_API_KEY`` and ``$TWELVELABS_BASE_URL``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     env = os.environ if env is None else env
-    streams = Streams(stdout or sys.stdout, stderr or sys.stderr, secrets=argv_secrets(argv))
+    streams = Streams(
+        stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin, argv_secrets(argv)
+    )
     streams.secrets += [env[name] for name in API_KEY_ENV_VARS if env.get(name)]
     try:
         args = parse(argv, streams.stdout, streams.stderr)

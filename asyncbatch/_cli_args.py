@@ -129,8 +129,8 @@ examples:
 The file holds JSON Lines, one request per line, e.g.
   {"video": {"type": "asset_id", "asset_id": "6298d673f1090f1100476d4c"}, "custom_id": "a-1"}
 or a JSON array of such requests, or a whole create body (an object with
-"requests" and optionally "defaults", "model_name", "analysis_mode"). The
-flags fill in what the file leaves out.
+"requests" and optionally "defaults", "model_name", "analysis_mode").
+--prompt, --model and --mode override what the file says.
 
 examples:
   asyncbatch create requests.jsonl --prompt "Summarise the video."
@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="simulated seconds per real second (default: 10)",
     )
-    demo.add_argument("--seed", type=int, default=7, help="seed for the simulator (default: 7)")
+    demo.add_argument("--seed", type=int, default=9, help="seed for the simulator (default: 9)")
     _view_options(demo)
     return parser
 

@@ -9,7 +9,6 @@ from (a missing batch among several, a malformed results line) are handled here.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, TextIO, cast
@@ -146,7 +145,7 @@ class _Progress:
 
 async def create_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
     """Create a batch from a file of requests; print its ID, then follow it with ``--watch``."""
-    body = load_create_body(args.file, sys.stdin if args.file == "-" else None)
+    body = load_create_body(args.file, streams.stdin if args.file == "-" else None)
     created = await client.batches.create(**_create_arguments(body, args))
     if args.json:
         streams.out(json_text(struct_json(created)))

@@ -24,7 +24,7 @@ from ._events import Event, EventKind
 from .testing import ScaledClock, Simulator, SimulatorConfig, loop_clock, serve
 
 DEMO_BATCHES: tuple[tuple[str, int], ...] = (
-    ("intro", 4),
+    ("trailers", 4),
     ("lectures", 12),
     ("interviews", 24),
     ("archive", 40),

@@ -19,10 +19,11 @@ class CommandError(Exception):
 
 @dataclass(slots=True)
 class Streams:
-    """The command's stdout and stderr, and the secrets no line may show."""
+    """The command's standard streams, and the secrets no line may show."""
 
     stdout: TextIO
     stderr: TextIO
+    stdin: TextIO
     secrets: list[str] = field(default_factory=list)
 
     def out(self, line: str) -> None:

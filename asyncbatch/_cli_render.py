@@ -52,19 +52,25 @@ def json_line(value: object) -> str:
 
 
 def struct_json(value: msgspec.Struct) -> dict[str, Any]:
-    """A response struct as the API's JSON object (datetimes as RFC 3339 text)."""
-    builtins = msgspec.to_builtins(value)
+    """A response struct as the API's JSON object: datetimes as RFC 3339 text, and
+    optional fields the API did not send (None here) left out, as the API leaves them."""
+    builtins = _without_none(msgspec.to_builtins(value))
     assert isinstance(builtins, dict)  # noqa: S101 - a Struct always becomes a dict
     return builtins
 
 
-def result_line(item: ResultItem) -> str:
-    """A results item as one JSON line, leaving out the optional fields it does not have.
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
-    ``custom_id`` stays even when null, as the API always sends it.
-    """
-    kept = {k: v for k, v in struct_json(item).items() if v is not None or k == "custom_id"}
-    return json_line(kept)
+
+def result_line(item: ResultItem) -> str:
+    """A results item as one JSON line, without the optional fields it does not have;
+    ``custom_id`` stays even when null, as the API always sends it."""
+    return json_line({"custom_id": None, **struct_json(item)})
 
 
 def counts_text(batch: Batch) -> str:
