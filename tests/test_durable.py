@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -14,7 +15,7 @@ from asyncbatch.testing import Simulator
 pytestmark = pytest.mark.anyio
 
 KEY = "sim-key"
-FAST = {"min_interval": 2.0, "max_interval": 20.0, "seed": 1}
+FAST: dict[str, Any] = {"min_interval": 2.0, "max_interval": 20.0, "seed": 1}
 
 
 @asynccontextmanager
@@ -26,10 +27,10 @@ async def running() -> AsyncIterator[tuple[Simulator, Client]]:
         yield sim, client
 
 
-async def take(client: Client, store: MemoryStore, count: int, **options: object) -> list[Event]:
+async def take(client: Client, store: MemoryStore, count: int) -> list[Event]:
     """Read ``count`` events from a resumed watcher, then stop as a crash would."""
     events: list[Event] = []
-    async with client.watch(state=store, resume=True, **FAST, **options) as watcher:  # type: ignore[arg-type]
+    async with client.watch(state=store, resume=True, **FAST) as watcher:
         async for event in watcher:
             events.append(event)
             if len(events) == count:
