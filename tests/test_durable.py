@@ -51,7 +51,7 @@ async def test_unacknowledged_event_comes_again() -> None:
 
 
 async def test_change_while_down_is_reported_against_the_acknowledged_snapshot() -> None:
-    """A completion that happened while no watcher ran arrives as `done` after the acked snapshot."""
+    """A completion while no watcher ran arrives as `done` after the acknowledged snapshot."""
     async with running() as (sim, client):
         batch_id = sim.create_batch(3)["batch_id"]
         store = MemoryStore()
