@@ -10,7 +10,8 @@ sender always gets its answer at once:
   sender stops retrying, but acts nothing a second time.
 
 A new delivery refreshes every attached watcher (`refresh_targets` says
-which batches) and is then handed to ``on_event``. ``Watcher.refresh`` only
+which batches; `RefreshThrottle` coalesces bursts and adds one follow-up) and
+is then handed to ``on_event``. ``Watcher.refresh`` only
 reschedules: the polling happens in the watcher's own tasks, never in the
 handler. ``on_event`` must likewise return at once (put the event on a
 bounded memory stream with ``send_nowait``, say); if it raises, the answer
@@ -32,11 +33,13 @@ from aiohttp import web
 from ._errors import WebhookVerificationError
 from ._webhook_event import REFRESH_ALL, WebhookEvent, WebhookPayloadError, refresh_targets
 from ._webhook_signature import DEFAULT_TOLERANCE, SIGNATURE_HEADER, Secrets, secret_keys, verify
+from ._webhook_throttle import RefreshThrottle
 
 logger = logging.getLogger("asyncbatch.webhooks")
 
 DEFAULT_PATH: Final = "/webhooks/twelvelabs"
 DEFAULT_MAX_BODY: Final = 1024 * 1024
+DEFAULT_COALESCE: Final = 5.0
 
 
 class Refreshable(Protocol):
@@ -99,6 +102,12 @@ class WebhookReceiver:
         tolerance: seconds a delivery's timestamp may be off, either way.
         remember: how many recent delivery IDs to keep for de-duplication.
         clock: Unix time in seconds, for the timestamp check (default: the system clock).
+        coalesce: seconds during which more deliveries for the same target
+            share one refresh; each refresh a delivery causes is followed by
+            one more when the window ends (None: refresh on every delivery,
+            no follow-up). See the throttle's notes in docs/webhooks.md.
+
+    Call `close` (``app()`` does it on cleanup) to cancel pending follow-ups.
     """
 
     def __init__(
@@ -110,6 +119,7 @@ class WebhookReceiver:
         tolerance: float = DEFAULT_TOLERANCE,
         remember: int = 4096,
         clock: Callable[[], float] = time.time,
+        coalesce: float | None = DEFAULT_COALESCE,
     ) -> None:
         if on_event is not None and inspect.iscoroutinefunction(on_event):
             raise TypeError("on_event must be a synchronous callable; it may not delay the answer")
@@ -123,6 +133,7 @@ class WebhookReceiver:
         self._tolerance = tolerance
         self._recent = _RecentIds(remember)
         self._clock = clock
+        self._throttle = RefreshThrottle(coalesce, self._refresh_now)
         self._counts = dict.fromkeys(
             ("accepted", "duplicates", "rejected", "malformed", "refreshes", "callback_errors"), 0
         )
@@ -154,7 +165,16 @@ class WebhookReceiver:
         """An aiohttp app answering ``POST path``; bigger bodies than ``max_body`` get 413."""
         application = web.Application(client_max_size=max_body)
         application.router.add_post(path, self.handler)
+        application.on_cleanup.append(self._on_cleanup)
         return application
+
+    def close(self) -> None:
+        """Cancel pending follow-up refreshes. The receiver keeps working if used again."""
+        self._throttle.close()
+
+    async def _on_cleanup(self, application: web.Application) -> None:
+        del application
+        self.close()
 
     async def handler(self, request: web.Request) -> web.Response:
         """The aiohttp.web handler: verify, de-duplicate, refresh, answer."""
@@ -187,14 +207,13 @@ class WebhookReceiver:
 
     def _refresh(self, event: WebhookEvent) -> None:
         targets = refresh_targets(event)
+        for target in (None,) if targets is REFRESH_ALL else targets:
+            self._throttle.request(target)
+
+    def _refresh_now(self, target: str | None) -> None:
         for watcher in list(self._watchers):
-            if targets is REFRESH_ALL:
-                watcher.refresh()
-                self._counts["refreshes"] += 1
-                continue
-            for batch_id in targets:
-                watcher.refresh(batch_id)
-                self._counts["refreshes"] += 1
+            watcher.refresh(target)
+            self._counts["refreshes"] += 1
 
     def _hand_off(self, event: WebhookEvent) -> web.Response:
         if self._on_event is not None:

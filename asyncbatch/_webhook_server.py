@@ -11,7 +11,13 @@ import anyio
 from aiohttp import web
 
 from ._webhook_event import WebhookEvent
-from ._webhook_receiver import DEFAULT_MAX_BODY, DEFAULT_PATH, Refreshable, WebhookReceiver
+from ._webhook_receiver import (
+    DEFAULT_COALESCE,
+    DEFAULT_MAX_BODY,
+    DEFAULT_PATH,
+    Refreshable,
+    WebhookReceiver,
+)
 from ._webhook_signature import DEFAULT_TOLERANCE, Secrets
 
 
@@ -45,6 +51,7 @@ async def serve_webhooks(
     max_body: int = DEFAULT_MAX_BODY,
     shutdown_timeout: float = 5.0,
     clock: Callable[[], float] = time.time,
+    coalesce: float | None = DEFAULT_COALESCE,
 ) -> AsyncIterator[WebhookServer]:
     """Serve a `WebhookReceiver` for ``watcher`` while the block runs.
 
@@ -62,6 +69,7 @@ async def serve_webhooks(
         on_event=on_event,
         tolerance=tolerance,
         clock=clock,
+        coalesce=coalesce,
     )
     runner = web.AppRunner(
         receiver.app(path, max_body=max_body),
@@ -78,6 +86,7 @@ async def serve_webhooks(
     finally:
         if watcher is not None:
             receiver.detach(watcher)
+        receiver.close()
         # Shielded: a cancelled block must still close its sockets and handlers.
         with anyio.CancelScope(shield=True):
             await runner.cleanup()

@@ -84,8 +84,9 @@ def receiver_for(
     on_event: Callable[[WebhookEvent], object] | None = None,
     **options: Any,
 ) -> WebhookReceiver:
-    """A receiver refreshing ``watcher``, on the test's fixed clock unless told otherwise."""
+    """A receiver refreshing ``watcher`` on every delivery (no coalescing), on a fixed clock."""
     options.setdefault("clock", Clock())
+    options.setdefault("coalesce", None)
     return WebhookReceiver(SECRET, watchers=[watcher], on_event=on_event, **options)
 
 
@@ -256,6 +257,29 @@ async def test_other_methods_and_oversized_bodies_are_refused() -> None:
         big = delivery("whe_big", note="x" * 2048)
         assert (await hook.post(big))[0] == 413
     assert watcher.calls == []
+
+
+async def test_bursts_are_coalesced_and_followed_up() -> None:
+    """Coalesced: a burst of task deliveries costs one refresh now and one when the window ends."""
+    watcher = RecordingWatcher()
+    async with endpoint(receiver_for(watcher, coalesce=5.0)) as hook:
+        for n in range(20):
+            assert (await hook.post(delivery(f"whe_{n}")))[0] == 200
+        assert watcher.calls == [None]
+        await hook.post(delivery("whe_batch", "analyze.batch.completed", batch_id=BATCH))
+        assert watcher.calls == [None, BATCH]  # another target: not held back
+        await anyio.sleep(60)
+    assert watcher.calls == [None, BATCH, None, BATCH]
+    assert hook.receiver.statistics().accepted == 21
+
+
+async def test_cleanup_cancels_pending_follow_ups() -> None:
+    """Once the app is cleaned up, no follow-up refresh reaches the watcher."""
+    watcher = RecordingWatcher()
+    async with endpoint(receiver_for(watcher, coalesce=5.0)) as hook:
+        await hook.post(delivery())
+    await anyio.sleep(60)
+    assert watcher.calls == [None]
 
 
 def test_coroutine_callbacks_are_refused_up_front() -> None:
