@@ -164,12 +164,35 @@ class Tracker:
         self._in_flight.discard(batch_id)
         return True
 
+    def reset(self, batch_id: str, now: float, *, last: Batch | None, final: bool) -> None:
+        """Replace a tracked batch's view with ``last``/``final`` (from a shared store) and
+        poll it now unless final. A replica calls this when it takes a batch over."""
+        state = self._states.get(batch_id)
+        if state is None:
+            self.add(batch_id, now, last=last, final=final)
+            return
+        if state.final != final:
+            self._open += -1 if final else 1
+        state.last, state.final, state.failures, state.decode_failures = last, final, 0, 0
+        state.interval = self.policy.min_interval
+        if final:
+            state.next_poll_at = math.inf
+        else:
+            self._schedule(state, now)
+
+    def skip(self, batch_id: str, until: float) -> None:
+        """Give back a due poll unsent (another replica holds the batch); retry at ``until``."""
+        self._in_flight.discard(batch_id)
+        state = self._live_state(batch_id)
+        if state is not None:
+            self._schedule(state, until)
+
     def refresh(self, now: float, batch_id: str | None = None) -> None:
         """Poll one open batch, or every open one, as soon as the limits allow."""
         if batch_id is None and self._sweeping:
             self._sweep_at = min(self._sweep_at, now)
         elif batch_id is None:
-            for state in self._open_states():
+            for state in self.open_states():
                 self._schedule(state, now)
         elif batch_id is not None and (live := self._live_state(batch_id)) is not None:
             self._schedule(live, now)
@@ -238,7 +261,7 @@ class Tracker:
                 events += self._apply(state, snapshot)
         self._sweep_interval = self._next_interval(self._sweep_interval, moved=bool(events))
         self._sweep_at = now + self._jittered(self._sweep_interval)
-        for state in self._open_states():
+        for state in self.open_states():
             if state.batch_id in present:
                 self._defer_to_sweep(state)
             elif state.batch_id not in self._in_flight:
@@ -264,7 +287,7 @@ class Tracker:
         """A list sweep failed. A fatal failure (auth) ends every open batch."""
         self._sweep_in_flight = False
         if fatal:
-            return [self._finish(s, EventKind.ERROR, error) for s in list(self._open_states())]
+            return [self._finish(s, EventKind.ERROR, error) for s in list(self.open_states())]
         self._sweep_failures += 1
         self._sweep_at = now + self._backoff(self._sweep_failures)
         return []
@@ -292,7 +315,7 @@ class Tracker:
 
     def give_up_all(self, error: BaseException) -> list[Event]:
         """End every open batch with an ``error`` event (the watcher's deadline passed)."""
-        return [self._finish(s, EventKind.ERROR, error) for s in list(self._open_states())]
+        return [self._finish(s, EventKind.ERROR, error) for s in list(self.open_states())]
 
     # -- views ------------------------------------------------------------------
 
@@ -348,7 +371,8 @@ class Tracker:
         state = self._states.get(batch_id)
         return None if state is None or state.final else state
 
-    def _open_states(self) -> Iterable[BatchState]:
+    def open_states(self) -> Iterable[BatchState]:
+        """The states of batches without a final event (live objects: do not modify)."""
         return (s for s in self._states.values() if not s.final)
 
     def _choose_mode(self, now: float) -> None:
@@ -359,10 +383,10 @@ class Tracker:
         if sweeping:
             self._sweep_at = now
             self._sweep_interval = self.policy.min_interval
-            for state in self._open_states():
+            for state in self.open_states():
                 self._defer_to_sweep(state)
         else:
-            for state in self._open_states():
+            for state in self.open_states():
                 if state.next_poll_at > now + state.interval:
                     self._schedule(state, now + self._rng.uniform(0.0, self.policy.stagger))
 

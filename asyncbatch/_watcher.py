@@ -3,8 +3,8 @@
 Theory of operation. ``async with Watcher(...)`` opens a task group that the
 ``async with`` owns. In it, one scheduler task asks the tracker what is due,
 and starts one request task per due action, each holding a slot of an
-`anyio.CapacityLimiter` (``max_concurrency``) and, when a budget is set, a
-token of a `TokenBucket`. Each request task feeds its outcome back into the
+`anyio.CapacityLimiter` (``max_concurrency``) and passing a `RequestGate`
+(the budget and 429 pauses) right before it sends. Each request task feeds its outcome back into the
 tracker and appends the resulting events to a memory stream *synchronously*,
 so events leave in exactly the order the tracker produced them. The consumer's
 ``async for`` reads that stream from outside the task group: nothing is ever
@@ -54,8 +54,8 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._budget import TokenBucket
 from ._client import check_batch_id
+from ._coordination import Leases, LocalGate, RequestGate
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -148,6 +148,11 @@ class Watcher:
             sweep on entry).
         auto_ack: asking for the next event acknowledges the previous one; set
             False to call `ack` yourself.
+        gate: a `RequestGate` shared with other watchers (budget and 429
+            pauses across processes); default a `LocalGate` of this watcher.
+        leases: `Leases` shared with replicas: this watcher polls and reports
+            only the batches it holds, taking over those whose holder stopped,
+            from the ``state`` store (required with leases).
     """
 
     def __init__(
@@ -174,11 +179,15 @@ class Watcher:
         resume: bool = False,
         watch_active: bool = False,
         auto_ack: bool = True,
+        gate: RequestGate | None = None,
+        leases: Leases | None = None,
     ) -> None:
         if max_concurrency < 1 or buffer_size < 1:
             raise ValueError("max_concurrency and buffer_size must be at least 1")
         if deadline is not None and deadline < 0:
             raise ValueError("deadline must not be negative")
+        if leases is not None and state is None:
+            raise ValueError("replicas share their progress through `state`: pass a store")
         policy = PollPolicy(
             min_interval=min_interval,
             max_interval=max_interval,
@@ -192,9 +201,11 @@ class Watcher:
         self._tracker = Tracker(policy, strategy=Strategy(strategy), rng=random.Random(seed))
         self._pending_ids = list(dict.fromkeys(check_batch_id(b) for b in batch_ids))
         self._limiter = anyio.CapacityLimiter(max_concurrency)
-        self._budget_rate = requests_per_second
-        self._budget_burst = burst
-        self._budget: TokenBucket | None = None
+        if gate is not None and requests_per_second is not None:
+            raise ValueError("give requests_per_second to the gate, not to the watcher")
+        self._gate = gate or LocalGate(requests_per_second, burst)
+        self._leases = leases
+        self._held: set[str] = set()
         self._deadline = deadline
         self._deadline_at: float | None = None
         self._stop_when_done = stop_when_done
@@ -229,14 +240,15 @@ class Watcher:
         self._stage = "running"
         self._send, self._receive = anyio.create_memory_object_stream[Event | _Nudge](math.inf)
         now = anyio.current_time()
-        if self._budget_rate is not None:
-            self._budget = TokenBucket(self._budget_rate, self._budget_burst, now=now)
         if self._deadline is not None:
             self._deadline_at = now + self._deadline
         await self._load_batches(now)
+        await self._claim_leases()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._run)
+        if self._leases is not None:
+            self._task_group.start_soon(self._keep_leases)
         return self
 
     async def _load_batches(self, now: float) -> None:
@@ -277,6 +289,7 @@ class Watcher:
             await task_group.__aexit__(None, None, None)
         finally:
             self._close_streams()
+            await self._release_leases()
 
     def _close_streams(self) -> None:
         if self._send is not None:
@@ -427,42 +440,29 @@ class Watcher:
     async def _start(self, requests: TaskGroup, action: Action) -> None:
         slot = object()
         await self._limiter.acquire_on_behalf_of(slot)
-        try:
-            await self._spend_budget()
-        except BaseException:
-            self._limiter.release_on_behalf_of(slot)
-            raise
         requests.start_soon(self._perform, action, slot)
-
-    async def _spend_budget(self) -> None:
-        if self._budget is None:
-            return
-        while not self._budget.take(anyio.current_time()):  # noqa: ASYNC110 - refills with time, no event to wait on
-            await anyio.sleep(self._budget.delay(anyio.current_time()))
 
     # -- requests -----------------------------------------------------------------
 
     async def _perform(self, action: Action, slot: object) -> None:
         try:
-            await self._wait_out_pause()
+            if action is not SWEEP and not self._holds(action):
+                self._tracker.skip(action, anyio.current_time() + self._lease_check_interval())
+                return
+            await self._gate.acquire()
             events = await (self._sweep() if action is SWEEP else self._poll(action))
-            self._emit(events)
+            self._emit([e for e in events if self._holds(e.batch_id)])
             await self._wait_for_space()
         finally:
             self._limiter.release_on_behalf_of(slot)
             self._wakeup.set()
-
-    async def _wait_out_pause(self) -> None:
-        # A loop, not one sleep: another 429 may extend the pause meanwhile.
-        while (pause := self._tracker.paused_until - anyio.current_time()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(pause)
 
     async def _poll(self, batch_id: str) -> list[Event]:
         self._counts["polls"] += 1
         try:
             snapshot = await self._client.batches.retrieve(batch_id, retry=NO_RETRY)
         except AsyncBatchError as exc:
-            return self._failed(batch_id, exc)
+            return await self._failed(batch_id, exc)
         return self._tracker.observed(batch_id, snapshot, anyio.current_time())
 
     async def _sweep(self) -> list[Event]:
@@ -473,16 +473,17 @@ class Watcher:
             async with aclosing(cast(AsyncGenerator[Batch, None], pages)) as batches:
                 snapshots = [batch async for batch in batches]
         except AsyncBatchError as exc:
-            return self._failed(SWEEP, exc)
+            return await self._failed(SWEEP, exc)
         page_count = max(1, math.ceil(len(snapshots) / _PAGE_SIZE))
         return self._tracker.swept(snapshots, page_count, anyio.current_time())
 
-    def _failed(self, action: Action, error: AsyncBatchError) -> list[Event]:
+    async def _failed(self, action: Action, error: AsyncBatchError) -> list[Event]:
         """Route a failed request: pause, retry later, or end the batch (or all, for a sweep)."""
         now = anyio.current_time()
         if isinstance(error, RateLimitError):
             self._counts["rate_limited"] += 1
             self._tracker.rate_limited(action, error.retry_after, now)
+            await self._gate.rate_limited(error.retry_after)
             return []
         fatal = _is_fatal(error)
         if not fatal:
@@ -494,6 +495,47 @@ class Watcher:
         return self._tracker.failed(
             action, error, now, fatal=fatal, decode=isinstance(error, DecodeError)
         )
+
+    # -- leases (replicas) ----------------------------------------------------------
+
+    def _holds(self, batch_id: str) -> bool:
+        return self._leases is None or batch_id in self._held
+
+    def _lease_check_interval(self) -> float:
+        return 1.0 if self._leases is None else self._leases.lease_seconds / 3.0
+
+    async def _keep_leases(self) -> None:
+        """Renew leases a few times per lease period; take over batches that came free."""
+        while True:
+            await self._claim_leases()
+            await anyio.sleep(self._lease_check_interval())
+
+    async def _claim_leases(self) -> None:
+        if self._leases is None or self._store is None:
+            return
+        records = {r.batch_id: r for r in await self._store.load()}
+        now = anyio.current_time()
+        if self._resume:
+            for record in records.values():
+                if not record.final:
+                    self._tracker.add(record.batch_id, now, last=record.snapshot)
+        wanted = [s.batch_id for s in self._tracker.open_states()]
+        held = await self._leases.claim(wanted + sorted(self._held - set(wanted)))
+        for batch_id in sorted(held - self._held):
+            # Another replica may have delivered and had acknowledged events
+            # meanwhile: continue from what the store says, not our own view.
+            kept = records.get(batch_id)
+            if kept is not None:
+                self._tracker.reset(batch_id, now, last=kept.snapshot, final=kept.final)
+        self._held = held
+        self._wakeup.set()
+
+    async def _release_leases(self) -> None:
+        if self._leases is None or not self._held:
+            return
+        held, self._held = self._held, set()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+            await self._leases.release(held)
 
     # -- delivery -----------------------------------------------------------------
 
