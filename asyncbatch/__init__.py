@@ -1,6 +1,7 @@
 """asyncbatch: an asyncio client and watcher for the TwelveLabs batch-analysis API."""
 
 from ._client import Batches, Client
+from ._coordination import Leases, LocalGate, RequestGate
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -77,6 +78,8 @@ __all__ = [
     "InvalidRequestError",
     "ItemError",
     "ItemStatus",
+    "Leases",
+    "LocalGate",
     "MediaSource",
     "MemoryStore",
     "NotFoundError",
@@ -84,6 +87,7 @@ __all__ = [
     "PermissionDeniedError",
     "Prompt",
     "RateLimitError",
+    "RequestGate",
     "ResponseFormat",
     "ResultItem",
     "ResultStream",
