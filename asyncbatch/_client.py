@@ -179,9 +179,10 @@ class Batches:
         ``status`` and ``analysis_mode`` filter (several values are OR-ed).
         Paging stops at ``page_info.total_page`` without asking for an empty
         page past it; when ``page_info`` is missing or lies, it stops at the
-        first empty or short page, or when the server answers a page other
-        than the one asked for. A batch that a shift between pages shows twice
-        is yielded once. ``timeout`` bounds each page.
+        first empty or short page, when the server answers a page other than
+        the one asked for, or at a page with no batch not yielded before. A
+        batch that a shift between pages shows twice is yielded once.
+        ``timeout`` bounds each page.
         """
         if not 1 <= page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"page_limit must be 1 to {MAX_PAGE_LIMIT}, got {page_limit}")
@@ -195,11 +196,13 @@ class Batches:
                 "GET", "/analyze/batches", params=params, retry=retry, deadline=_deadline(timeout)
             )
             result = decode(page_decoder, response.body, f"GET /analyze/batches page {page}")
-            for batch in result.data:
-                if batch.batch_id not in seen:
-                    seen.add(batch.batch_id)
-                    yield batch
-            if _is_last_page(page, len(result.data), page_limit, result.page_info):
+            fresh = [batch for batch in result.data if batch.batch_id not in seen]
+            for batch in fresh:
+                seen.add(batch.batch_id)
+                yield batch
+            # A page of nothing new means the server ignores ``page`` (or clamps it
+            # without saying so): asking further would loop forever.
+            if not fresh or _is_last_page(page, len(result.data), page_limit, result.page_info):
                 return
             page += 1
 

@@ -13,8 +13,6 @@ Request structs (`BatchItemRequest`, `BatchDefaults`, ...) forbid unknown fields
 instead: a misspelt key in a request is a mistake we can report before sending.
 """
 
-from __future__ import annotations
-
 import enum
 import re
 from datetime import datetime

@@ -62,7 +62,7 @@ def error(status: int, code: str, message: str = "", **headers: str) -> Reply:
 
 @dataclass(frozen=True)
 class Seen:
-    """A request as the server received it."""
+    """A request as the server received it (header names lower-cased)."""
 
     method: str
     path: str
@@ -111,7 +111,7 @@ class ScriptedServer:
             method=request.method,
             path=request.path.removeprefix(PREFIX),
             query=list(request.query.items()),
-            headers=dict(request.headers),
+            headers={name.lower(): value for name, value in request.headers.items()},
             body=await request.read(),
         )
         self.requests.append(seen)

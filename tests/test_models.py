@@ -8,15 +8,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from _server import (
-    BATCH_ID,
-    CREATE_RESPONSE,
-    FLAT_429,
-    LIST_BODY,
-    RESULT_LINES,
-    STATUS_BODIES,
-    TIME_BASED_LINE,
-)
 
 from asyncbatch import Batch, BatchStatus, ItemStatus, ResultItem
 from asyncbatch._models import (
@@ -25,6 +16,15 @@ from asyncbatch._models import (
     error_decoder,
     page_decoder,
     result_decoder,
+)
+from tests._server import (
+    BATCH_ID,
+    CREATE_RESPONSE,
+    FLAT_429,
+    LIST_BODY,
+    RESULT_LINES,
+    STATUS_BODIES,
+    TIME_BASED_LINE,
 )
 
 
