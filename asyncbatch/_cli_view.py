@@ -9,6 +9,7 @@ summary there, since JSON Lines output is for programs and says it all.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from ._cli_board import Board, Row
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 REFRESH_SECONDS = 0.25
 """How often a live view redraws between events, so rates and ETAs stay current."""
+
+MIN_FRAME_SECONDS = 0.1
+"""The shortest time between two redraws: a burst of events costs one frame, not one each."""
 
 
 class View(Protocol):
@@ -126,6 +130,7 @@ class LiveView:
         self._console: Console = Console(file=stream)
         self._live: Live | None = None
         self._started_at = 0.0
+        self._drawn_at = -math.inf
 
     def start(self, board: Board, now: float) -> None:
         """Open the live region."""
@@ -142,13 +147,15 @@ class LiveView:
         self._live.start(refresh=True)
 
     def event(self, event: Event, row: Row, board: Board, now: float) -> None:
-        """Redraw with the new state."""
-        self.refresh(board, now)
+        """Redraw with the new state, unless a frame was drawn a moment ago (the next tick will)."""
+        if now - self._drawn_at >= MIN_FRAME_SECONDS:
+            self.refresh(board, now)
 
     def refresh(self, board: Board, now: float) -> None:
         """Redraw: rates and ETAs move with time."""
         if self._live is not None:
             self._live.update(self._table(board, now), refresh=True)
+            self._drawn_at = now
 
     def finish(self, board: Board, elapsed: float) -> None:
         """Leave the final table on screen and print the summary under it."""

@@ -7,11 +7,11 @@ import json
 
 import msgspec
 import pytest
-from tests.test_cli_support import KEY, MISSING_ID, cli, simulator
 
 from asyncbatch import Batch
 from asyncbatch._cli_args import build_parser
 from asyncbatch.testing import FaultRule
+from tests.test_cli_support import KEY, MISSING_ID, cli, simulator
 
 pytestmark = pytest.mark.anyio
 
