@@ -5,17 +5,18 @@ sender always gets its answer at once:
 
 * ``401`` when the signature or timestamp does not verify (`verify`);
 * ``400`` when a verified body is not a webhook event;
-* ``200`` otherwise, also for a delivery whose ``id`` was seen recently (a
-  retry or a replay inside the tolerance window): it is acknowledged, so the
-  sender stops retrying, but acts nothing a second time.
+* ``200`` for a new delivery, and also for one whose ``id`` was seen recently
+  (a retry, or a replay inside the tolerance window): acknowledged so that the
+  sender stops retrying, but not acted on a second time;
+* ``500`` when ``on_event`` raised (below).
 
 A new delivery refreshes every attached watcher (`refresh_targets` says
-which batches; `RefreshThrottle` coalesces bursts and adds one follow-up) and
-is then handed to ``on_event``. ``Watcher.refresh`` only
-reschedules: the polling happens in the watcher's own tasks, never in the
-handler. ``on_event`` must likewise return at once (put the event on a
-bounded memory stream with ``send_nowait``, say); if it raises, the answer
-is ``500`` and the ``id`` is forgotten, so the sender's retry gets another go.
+which batches; `RefreshThrottle` coalesces bursts and adds one follow-up),
+then goes to ``on_event``. ``Watcher.refresh`` only reschedules: the polling
+happens in the watcher's own tasks, never in the handler. ``on_event`` must
+likewise return at once (put the event on a bounded memory stream with
+``send_nowait``, say); if it raises, the answer is ``500`` and the ``id`` is
+forgotten, so the sender's retry gets another go.
 """
 
 from __future__ import annotations
