@@ -9,7 +9,8 @@ bytes back and decode them.
 Timeouts: ``timeout`` bounds one request (connect to last byte); a call's
 ``deadline`` (absolute, on the event loop clock) bounds the call with all its
 retries and backoff sleeps. A results stream has no total bound, only a bound
-between chunks, since a large batch legitimately takes a while to download.
+on each wait for data (the headers, then every chunk), since a large batch
+legitimately takes a while to download.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ Params = Sequence[tuple[str, str | int]]
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a status or list body is a few KiB; this stops a runaway one
 _SNIPPET_BYTES = 200
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+# Redirects are not followed: aiohttp would resend the x-api-key header to
+# whatever host the Location names. The API documents none, so a 3xx is an error.
+_FIRST_ERROR_STATUS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +181,12 @@ class Transport:
                     data=body,
                     headers=self._headers if body is None else self._json_headers,
                     timeout=timeout,
+                    allow_redirects=False,
                 ) as response:
                     payload = await _read_body(response, method, url)
                     status = response.status
                     headers = _lower_headers(response.headers)
-            if status >= 400:
+            if status >= _FIRST_ERROR_STATUS:
                 raise _status_failure(status, headers, payload, method, url, creates=creates)
             return Response(status, headers, payload)
 
@@ -200,15 +205,19 @@ class Transport:
         is released when the ``async with`` exits, however it exits.
         """
         method, url = "GET", self._base_url + path
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout)
+        # No total bound, but sock_read bounds the wait for the headers (and each
+        # read): without it a server that never answers would hang us forever.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout, sock_read=self._timeout
+        )
         timeout_between_chunks = self._timeout
 
         async def attempt() -> aiohttp.ClientResponse:
             with _map_client_errors(method, url, creates=False):
                 response = await self._client_session().request(
-                    method, url, headers=self._headers, timeout=timeout
+                    method, url, headers=self._headers, timeout=timeout, allow_redirects=False
                 )
-                if response.status < 400:
+                if response.status < _FIRST_ERROR_STATUS:
                     return response
                 try:
                     payload = await _read_body(response, method, url)

@@ -35,8 +35,9 @@ class Reply:
 
     ``body`` may be bytes, text, or a JSON value (dict or list). ``delay``
     holds the answer back (virtual seconds) before its headers go out.
-    ``chunks`` streams the body in these pieces instead; ``cut`` then drops
-    the connection after them, mid-body.
+    ``chunks`` streams the body in these pieces instead; ``stall`` then
+    waits (virtual seconds) before the end, and ``cut`` drops the connection
+    instead of ending the body.
     """
 
     status: int = 200
@@ -44,6 +45,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     chunks: Sequence[bytes] | None = None
+    stall: float = 0.0
     cut: bool = False
 
     def payload(self) -> bytes:
@@ -133,6 +135,8 @@ async def _stream(request: web.Request, reply: Reply) -> web.StreamResponse:
     await response.prepare(request)
     for chunk in reply.chunks or ():
         await response.write(chunk)
+    if reply.stall:
+        await anyio.sleep(reply.stall)
     if reply.cut:
         # Drop the socket before the terminating chunk: the client sees a body cut short.
         assert request.transport is not None
