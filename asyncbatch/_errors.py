@@ -16,6 +16,7 @@ Everything the API or the network does to a call arrives under one root::
     ├── DecodeError               the body broke the schema (``snippet``, ``line_number``)
     ├── WaitTimeoutError          ``batches.wait()`` ran out of time (also a TimeoutError)
     └── WebhookVerificationError  a webhook delivery failed verification
+        └── WebhookPayloadError   (asyncbatch.webhooks) signed, but not a webhook event
 
 Programmer mistakes are not API failures and stay outside the root, so that an
 ``except AsyncBatchError`` retry loop never swallows them:

@@ -126,6 +126,10 @@ class Tracker:
         self._sweep_interval = self.policy.min_interval
         self._sweep_failures = 0
         self._last_sweep_pages = 1
+        # Refreshes asked for while the request they would speed up was already
+        # in flight: that answer may predate the change, so poll again at once.
+        self._refresh_pending: set[str] = set()
+        self._sweep_refresh_pending = False
 
     # -- membership -------------------------------------------------------------
 
@@ -157,6 +161,7 @@ class Tracker:
     def discard(self, batch_id: str) -> bool:
         """Stop watching without an event; False if it was not tracked."""
         state = self._states.pop(batch_id, None)
+        self._refresh_pending.discard(batch_id)
         if state is None:
             return False
         if not state.final:
@@ -190,12 +195,16 @@ class Tracker:
     def refresh(self, now: float, batch_id: str | None = None) -> None:
         """Poll one open batch, or every open one, as soon as the limits allow."""
         if batch_id is None and self._sweeping:
+            if self._sweep_in_flight:
+                self._sweep_refresh_pending = True
             self._sweep_at = min(self._sweep_at, now)
-        elif batch_id is None:
-            for state in self.open_states():
+            return
+        states = self.open_states() if batch_id is None else [self._live_state(batch_id)]
+        for state in [s for s in states if s is not None]:
+            if state.batch_id in self._in_flight:
+                self._refresh_pending.add(state.batch_id)
+            else:
                 self._schedule(state, now)
-        elif batch_id is not None and (live := self._live_state(batch_id)) is not None:
-            self._schedule(live, now)
 
     # -- planning ---------------------------------------------------------------
 
@@ -240,11 +249,15 @@ class Tracker:
         if state is None:
             return []
         events = self._apply(state, snapshot)
-        if not state.final:
-            if self._sweeping:
-                self._defer_to_sweep(state)
-            else:
-                self._schedule_after_poll(state, now, moved=bool(events))
+        if state.final:
+            self._refresh_pending.discard(batch_id)
+        elif batch_id in self._refresh_pending:
+            self._refresh_pending.discard(batch_id)
+            self._schedule(state, now)
+        elif self._sweeping:
+            self._defer_to_sweep(state)
+        else:
+            self._schedule_after_poll(state, now, moved=bool(events))
         return events
 
     def swept(self, snapshots: Iterable[Batch], pages: int, now: float) -> list[Event]:
@@ -261,6 +274,9 @@ class Tracker:
                 events += self._apply(state, snapshot)
         self._sweep_interval = self._next_interval(self._sweep_interval, moved=bool(events))
         self._sweep_at = now + self._jittered(self._sweep_interval)
+        if self._sweep_refresh_pending:
+            self._sweep_refresh_pending = False
+            self._sweep_at = now
         for state in self.open_states():
             if state.batch_id in present:
                 self._defer_to_sweep(state)

@@ -462,3 +462,25 @@ def test_invariants_hold_for_any_read_order(data: st.DataObject) -> None:
         assert before.batch is not None
         assert not is_stale(before.batch, after.batch)
         assert after.batch != before.batch
+
+
+def test_refresh_during_a_poll_in_flight_polls_again_at_once() -> None:
+    """A refresh asked while the batch's poll is in flight is not lost: it polls again on return."""
+    t = tracker()
+    t.add(A, 0.0)
+    assert t.due(0.0) == [A]
+    t.refresh(1.0, A)
+    t.observed(A, snapshot("pending", queued=1), 2.0)
+    assert t.next_wakeup() == 2.0
+    assert t.due(2.0) == [A]
+
+
+def test_refresh_during_a_sweep_in_flight_sweeps_again() -> None:
+    """A refresh asked while a sweep is in flight makes the next sweep due at once."""
+    t = tracker(Strategy.SWEEP)
+    t.add(A, 0.0)
+    t.add(B, 0.0)
+    assert t.due(0.0) == [SWEEP]
+    t.refresh(1.0)
+    t.swept([snapshot("pending", batch_id=b, queued=1) for b in (A, B)], 1, 2.0)
+    assert t.due(2.0) == [SWEEP]
