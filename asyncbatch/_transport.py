@@ -117,6 +117,12 @@ class Transport:
         session: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        if not api_key.isprintable() or not api_key.isascii() or api_key != api_key.strip():
+            # aiohttp would refuse the header on every request with a bare ValueError;
+            # the usual cause is a key read from a file with its trailing newline.
+            raise ConfigurationError(
+                "the API key holds whitespace, control or non-ASCII characters"
+            )
         self._headers = {
             "x-api-key": api_key,
             "accept": "application/json",
