@@ -86,6 +86,12 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("\nasyncbatch: interrupted\n")
         status = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader left (`asyncbatch watch --jsonl | head -1`): stop quietly, and point
+        # stdout at /dev/null so that the interpreter's final flush does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = EXIT_FAILED
     sys.exit(status)
 
 

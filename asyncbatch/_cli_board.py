@@ -2,7 +2,8 @@
 
 A `Board` keeps one `Row` per batch: the newest snapshot, the final event if
 one came, and the first observation, from which it derives a rate (items
-finished per second since the watch began) and an ETA. It also decides the
+processed, ready or failed, per second since the watch began; canceled items
+are not processed, they stop at once) and an ETA. It also decides the
 command's exit status and writes the end-of-watch summary. Times are plain
 numbers on any monotonic clock, passed in, so every figure is reproducible.
 """
@@ -30,7 +31,7 @@ class Row:
     final: EventKind | None = None
     error: BaseException | None = None
     first_at: float | None = None
-    first_finished: int = 0
+    first_processed: int = 0
     last_at: float | None = None
 
     def observe(self, event: Event, now: float) -> None:
@@ -38,7 +39,7 @@ class Row:
         if event.batch is not None:
             if self.first_at is None:
                 self.first_at = now
-                self.first_finished = event.batch.finished_items
+                self.first_processed = _processed(event.batch)
             self.batch = event.batch
             self.last_at = now
         if event.is_final:
@@ -47,11 +48,11 @@ class Row:
 
     @property
     def rate(self) -> float | None:
-        """Items finished per second since the first snapshot, or None before any moved."""
+        """Items processed per second since the first snapshot, or None before any moved."""
         if self.batch is None or self.first_at is None or self.last_at is None:
             return None
         elapsed = self.last_at - self.first_at
-        moved = self.batch.finished_items - self.first_finished
+        moved = _processed(self.batch) - self.first_processed
         if elapsed <= 0 or moved <= 0:
             return None
         return moved / elapsed
@@ -92,6 +93,10 @@ class Row:
         if self.final is EventKind.ERROR:
             return f"watch failed: {error_text(self.error)}"
         return "still open when the watch stopped"
+
+
+def _processed(batch: Batch) -> int:
+    return batch.ready_items + batch.failed_items
 
 
 @dataclass(slots=True)

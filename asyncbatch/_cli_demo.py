@@ -66,9 +66,11 @@ async def demo_command(args: argparse.Namespace, streams: Streams) -> int:
     async with simulator, Client(api_key=api_key, base_url=simulator.base_url) as client:
         streams.note(f"demo: a simulated batch API at {simulator.base_url}, {scale:g}x real time")
         batch_ids = [await _create(client, name, size, streams) for name, size in DEMO_BATCHES]
-        on_event = _Canceler(client, batch_ids[-1], streams)
+        canceler = _Canceler(client, batch_ids[-1])
         view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)
-        board = await follow(client, batch_ids, view, _demo_options(scale), on_event=on_event)
+        board = await follow(client, batch_ids, view, _demo_options(scale), on_event=canceler)
+    if canceler.note:  # told only now: a note on stderr would tear a live view on stdout
+        streams.note(canceler.note)
     streams.note(_REAL_API_HINT)
     return 0 if _all_done(board) else 1
 
@@ -88,11 +90,12 @@ async def _create(client: Client, name: str, size: int, streams: Streams) -> str
 class _Canceler:
     """The demo's event hook: cancels one batch once a quarter of it is done."""
 
-    def __init__(self, client: Client, batch_id: str, streams: Streams) -> None:
+    def __init__(self, client: Client, batch_id: str) -> None:
         self._client = client
         self._batch_id = batch_id
-        self._streams = streams
         self._done = False
+        self.note = ""
+        """What the canceler did, for the end of the demo."""
 
     async def __call__(self, event: Event, row: Row) -> None:
         batch = event.batch
@@ -105,6 +108,10 @@ class _Canceler:
             await self._client.batches.cancel(self._batch_id)
         except ConflictError:  # it finished first: nothing left to cancel
             return
+        self.note = (
+            f"demo: canceled batch {self._batch_id} midway, at {batch.finished_items}/"
+            f"{batch.total_items} items: queued items were canceled, running ones finished"
+        )
 
 
 def _demo_options(scale: float) -> dict[str, Any]:

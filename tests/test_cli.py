@@ -3,12 +3,14 @@ status, list, cancel, delete, results, create; usage, key and network failures."
 
 from __future__ import annotations
 
+import io
 import json
 
 import msgspec
 import pytest
 
 from asyncbatch import Batch
+from asyncbatch._cli import run
 from asyncbatch._cli_args import build_parser
 from asyncbatch.testing import FaultRule
 from tests.test_cli_support import KEY, MISSING_ID, cli, simulator
@@ -257,6 +259,28 @@ async def test_results_report_a_malformed_line_and_keep_going() -> None:
     assert "line 2" in warnings[0]
     assert "{not json" in warnings[0]
     assert "1 malformed" in outcome.error_line()
+
+
+class _Terminal(io.StringIO):
+    """A captured stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_results_of_a_large_batch_show_progress_on_a_terminal() -> None:
+    """On a terminal's stderr, a batch of 100+ items shows a running count, cleared at the end."""
+    async with simulator(item_seconds=1.0) as sim:
+        batch_id = sim.create_batch(120)["batch_id"]
+        sim.age_batch(batch_id, 3600)
+        out, err = io.StringIO(), _Terminal()
+        env = {"TWELVELABS_API_KEY": KEY, "TWELVELABS_BASE_URL": sim.base_url}
+        status = await run(["results", batch_id], out, err, env=env)
+    assert status == 0
+    assert len(out.getvalue().splitlines()) == 120
+    assert "\rresults: 60/120 lines" in err.getvalue()
+    assert "\rresults: 120/120 lines\r\x1b[K" in err.getvalue()
+    assert "\r" not in out.getvalue()
 
 
 async def test_results_of_a_missing_batch() -> None:

@@ -94,16 +94,20 @@ def test_rate_text_picks_a_readable_unit() -> None:
     assert [rate_text(r) for r in (None, 0.0, 2.5, 0.05)] == ["-", "-", "2.5/s", "3.0/min"]
 
 
-def test_rate_and_eta_come_from_items_finished_since_the_first_snapshot() -> None:
-    """Rate: items finished since first seen over time since; ETA: remaining over rate."""
+def test_rate_and_eta_come_from_items_processed_since_the_first_snapshot() -> None:
+    """Rate: items ready or failed since first seen over time since; ETA: remaining over rate."""
     board = Board()
     board.observe(Event(EventKind.SEEN, ID, _batch(ready_items=2)), now=100.0)
-    row = board.observe(Event(EventKind.PROGRESS, ID, _batch(ready_items=6)), now=108.0)
+    row = board.observe(Event(EventKind.PROGRESS, ID, _batch(ready_items=5, failed_items=1)), 108.0)
     assert row.rate == pytest.approx(0.5)
     assert row.eta == pytest.approx(8.0)
-    row = board.observe(Event(EventKind.DONE, ID, _batch("completed", ready_items=10)), now=116.0)
+    row = board.observe(Event(EventKind.STATUS, ID, _batch("canceling", ready_items=6)), 110.0)
+    assert row.eta is None  # canceled items stop at once, not at the rate
+    row = board.observe(
+        Event(EventKind.DONE, ID, _batch("canceled", ready_items=6, canceled_items=4)), 112.0
+    )
     assert row.eta is None
-    assert row.rate == pytest.approx(0.5)
+    assert row.rate == pytest.approx(4 / 12)  # the canceled items do not count
 
 
 def test_no_rate_before_anything_moved() -> None:
