@@ -70,7 +70,10 @@ def _without_none(value: Any) -> Any:
 def result_line(item: ResultItem) -> str:
     """A results item as one JSON line, without the optional fields it does not have;
     ``custom_id`` stays even when null, as the API always sends it."""
-    return json_line({"custom_id": None, **struct_json(item)})
+    value = struct_json(item)
+    return json_line(
+        {"task_id": value.pop("task_id"), "custom_id": value.pop("custom_id", None)} | value
+    )
 
 
 def counts_text(batch: Batch) -> str:
