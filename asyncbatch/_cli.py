@@ -120,9 +120,9 @@ def _commands() -> dict[str, Command]:
         create_command,
         delete_command,
         list_command,
-        results_command,
         status_command,
     )
+    from ._cli_results import results_command  # noqa: PLC0415
     from ._cli_watch import watch_command  # noqa: PLC0415
 
     return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from ._cli_io import PROG
@@ -249,108 +249,114 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    for name, summary, add_options in _COMMANDS:
+        add_options(_subparser(commands, name, summary))
+    return parser
 
-    status = _subparser(commands, "status", "show the status and item counters of batches")
-    status.add_argument("batch_ids", nargs="+", metavar="ID", help="batch IDs")
-    _json_flag(status, "each batch")
 
-    listing = _subparser(commands, "list", "list the account's batches, newest first")
-    listing.add_argument(
+def _status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("batch_ids", nargs="+", metavar="ID", help="batch IDs")
+    _json_flag(parser, "each batch")
+
+
+def _list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--status",
         action="append",
         choices=[str(s) for s in BatchStatus],
         help="only batches in this status (repeat for several)",
     )
-    listing.add_argument(
+    parser.add_argument(
         "--mode",
         action="append",
         metavar="MODE",
         help="only batches of this analysis mode (general, time_based_metadata)",
     )
-    listing.add_argument("--limit", type=_positive_int, metavar="N", help="stop after N batches")
-    _json_flag(listing, "each batch")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="stop after N batches")
+    _json_flag(parser, "each batch")
 
-    watch = _subparser(commands, "watch", "follow batches live until they end")
-    watch.add_argument("batch_ids", nargs="*", metavar="ID", help="batch IDs to follow")
-    watch.add_argument(
+
+def _watch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("batch_ids", nargs="*", metavar="ID", help="batch IDs to follow")
+    parser.add_argument(
         "--all-active",
         action="store_true",
         help="also follow every pending, processing or canceling batch of the account",
     )
-    _view_options(watch)
-    _add_watch_options(watch)
+    _view_options(parser)
+    _add_watch_options(parser)
 
-    results = _subparser(commands, "results", "stream a batch's results as JSON Lines")
-    results.add_argument("batch_id", metavar="ID", help="batch ID")
-    results.add_argument(
+
+def _results(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("batch_id", metavar="ID", help="batch ID")
+    parser.add_argument(
         "-o", "--output", metavar="FILE", help="write to FILE instead of standard output"
     )
 
-    cancel = _subparser(commands, "cancel", "cancel a batch (queued items stop, running finish)")
-    cancel.add_argument("batch_id", metavar="ID", help="batch ID")
-    _json_flag(cancel, "the batch")
 
-    delete = _subparser(commands, "delete", "delete a finished batch and its results")
-    delete.add_argument("batch_id", metavar="ID", help="batch ID")
-    _json_flag(delete, "the outcome")
+def _cancel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("batch_id", metavar="ID", help="batch ID")
+    _json_flag(parser, "the batch")
 
-    create = _subparser(commands, "create", "create a batch from a file of requests")
-    create.add_argument(
+
+def _delete(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("batch_id", metavar="ID", help="batch ID")
+    _json_flag(parser, "the outcome")
+
+
+def _create(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "file", metavar="FILE", help="JSON Lines or JSON file of requests; - for stdin"
     )
-    create.add_argument("--prompt", help="default prompt for requests that have none")
-    create.add_argument("--model", help="model name (default: pegasus1.5)")
-    create.add_argument("--mode", help="analysis mode (default: general)")
-    create.add_argument("--watch", action="store_true", help="follow the new batch until it ends")
-    _json_flag(create, "the created batch")
-    _view_options(create)
-    _add_watch_options(create)
+    parser.add_argument("--prompt", help="the batch's default prompt (defaults.prompt)")
+    parser.add_argument("--model", help="model name (default: pegasus1.5)")
+    parser.add_argument("--mode", help="analysis mode (default: general)")
+    parser.add_argument("--watch", action="store_true", help="follow the new batch until it ends")
+    _json_flag(parser, "the created batch")
+    _view_options(parser)
+    _add_watch_options(parser)
 
-    simulate = _subparser(commands, "simulate", "serve a simulated batch API until Ctrl-C")
-    simulate.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
-    )
-    simulate.add_argument("--port", type=_port, default=8000, help="port (0: any free one)")
-    simulate.add_argument("--seed", type=int, default=0, help="seed for every random choice")
-    simulate.add_argument(
-        "--item-seconds", type=_positive_float, default=20.0, metavar="S", help="mean item time"
-    )
-    simulate.add_argument(
-        "--item-failure-rate",
-        type=_rate,
-        default=0.0,
-        metavar="R",
-        help="fraction of items failing",
-    )
-    simulate.add_argument(
-        "--fault-rate", type=_rate, default=0.0, metavar="F", help="fraction of requests faulted"
-    )
-    simulate.add_argument(
-        "--expire-after",
-        type=_positive_float,
-        default=86_400.0,
-        metavar="S",
-        help="seconds until a batch expires (default: 86400)",
-    )
-    simulate.add_argument(
-        "--time-scale",
-        type=_positive_float,
-        default=1.0,
-        metavar="X",
-        help="simulated seconds per real second (default: 1)",
-    )
 
-    demo = _subparser(commands, "demo", "watch a few simulated batches live, no API key needed")
-    demo.add_argument(
+def _simulate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=_port, default=8000, help="port (default: 8000; 0: any free one)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for every random choice")
+    numbers: tuple[tuple[str, Callable[[str], float], float, str, str], ...] = (
+        ("--item-seconds", _positive_float, 20.0, "S", "mean time one item takes (default: 20)"),
+        ("--item-failure-rate", _rate, 0.0, "R", "fraction of items that fail (default: 0)"),
+        ("--fault-rate", _rate, 0.0, "F", "fraction of requests given a fault (default: 0)"),
+        ("--expire-after", _positive_float, 86_400.0, "S", "seconds until a batch expires"),
+        ("--time-scale", _positive_float, 1.0, "X", "simulated seconds per real second"),
+    )
+    for flag, kind, default, metavar, text in numbers:
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
+
+
+def _demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--time-scale",
         type=_positive_float,
         default=10.0,
         metavar="X",
         help="simulated seconds per real second (default: 10)",
     )
-    demo.add_argument("--seed", type=int, default=9, help="seed for the simulator (default: 9)")
-    _view_options(demo)
-    return parser
+    parser.add_argument("--seed", type=int, default=9, help="seed for the simulator (default: 9)")
+    _view_options(parser)
+
+
+_COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    ("status", "show the status and item counters of batches", _status),
+    ("list", "list the account's batches, newest first", _list),
+    ("watch", "follow batches live until they end", _watch),
+    ("results", "stream a batch's results as JSON Lines", _results),
+    ("cancel", "cancel a batch (queued items stop, running ones finish)", _cancel),
+    ("delete", "delete a finished batch and its results", _delete),
+    ("create", "create a batch from a file of requests", _create),
+    ("simulate", "serve a simulated batch API until Ctrl-C", _simulate),
+    ("demo", "watch a few simulated batches live, no API key needed", _demo),
+)
 
 
 def parse(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> argparse.Namespace:

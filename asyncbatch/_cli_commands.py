@@ -1,9 +1,9 @@
-"""The one-request commands: ``status``, ``list``, ``cancel``, ``delete``, ``results``, ``create``.
+"""The one-request commands: ``status``, ``list``, ``cancel``, ``delete`` and ``create``.
 
 Each takes an open `Client`, the parsed arguments and the `Streams`, writes
 its output, and returns the exit status. API errors propagate to `_cli.run`,
-which turns them into one line on stderr; only failures a command recovers
-from (a missing batch among several, a malformed results line) are handled here.
+which turns them into one line on stderr; only a failure the command recovers
+from (a missing batch among several) is handled here.
 """
 
 from __future__ import annotations
@@ -11,19 +11,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, TextIO, cast
+from typing import Any, cast
 
 from ._cli_create import load_create_body
-from ._cli_io import CommandError, Streams
-from ._cli_render import batch_json, batch_line, json_text, result_line, struct_json
+from ._cli_io import Streams
+from ._cli_render import batch_json, batch_line, json_text, struct_json
 from ._cli_view import make_view
 from ._cli_watch import follow, report_exit, watch_options
 from ._client import Client
-from ._errors import DecodeError, NotFoundError
+from ._errors import NotFoundError
 from ._models import Batch
-
-PROGRESS_MIN_ITEMS = 100
-"""Results of at least this many items show a running count on a terminal's stderr."""
 
 
 async def status_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
@@ -73,74 +70,6 @@ async def delete_command(client: Client, args: argparse.Namespace, streams: Stre
     else:
         streams.out(f"{args.batch_id}: deleted")
     return 0
-
-
-async def results_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
-    """Stream results as JSON Lines; malformed lines are reported, counted, and fail the exit."""
-    batch = await client.batches.retrieve(args.batch_id)  # a clear 404 before any output
-    if args.output is None:
-        counts = await _copy_results(client, batch, streams.stdout, streams)
-    else:
-        try:
-            with open(args.output, "w", encoding="utf-8") as file:  # noqa: ASYNC230 - local file, small writes
-                counts = await _copy_results(client, batch, file, streams)
-        except OSError as exc:
-            raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}", 1) from None
-    written, malformed = counts
-    where = "standard output" if args.output is None else args.output
-    streams.note(f"{written} result(s) of batch {batch.batch_id} written to {where}")
-    if malformed:
-        streams.error(f"{malformed} malformed results line(s) were not written (see above)")
-        return 1
-    return 0
-
-
-async def _copy_results(
-    client: Client, batch: Batch, out: TextIO, streams: Streams
-) -> tuple[int, int]:
-    progress = _Progress(streams.stderr, batch.total_items)
-    written = malformed = 0
-    async with client.batches.results(batch.batch_id) as items:
-        while True:
-            try:
-                item = await anext(items)
-            except StopAsyncIteration:
-                break
-            except DecodeError as exc:
-                if exc.line_number is None:
-                    raise
-                malformed += 1
-                snippet = exc.snippet.decode("utf-8", "replace")[:120]
-                progress.clear()
-                streams.warn(f"results line {exc.line_number} is malformed: {snippet!r}")
-                continue
-            out.write(result_line(item))
-            written += 1
-            progress.show(written + malformed)
-    out.flush()
-    progress.clear()
-    return written, malformed
-
-
-class _Progress:
-    """A running ``results: 120/1000 lines`` on a terminal's stderr, for large batches only."""
-
-    def __init__(self, stream: TextIO, total: int) -> None:
-        isatty = getattr(stream, "isatty", None)
-        self._on = bool(isatty and isatty()) and total >= PROGRESS_MIN_ITEMS
-        self._stream = stream
-        self._total = total
-        self._step = max(1, total // 100)
-
-    def show(self, lines: int) -> None:
-        if self._on and (lines % self._step == 0 or lines == self._total):
-            self._stream.write(f"\rresults: {lines}/{self._total} lines")
-            self._stream.flush()
-
-    def clear(self) -> None:
-        if self._on:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
 
 
 async def create_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
