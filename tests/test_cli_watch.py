@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections import defaultdict
 from typing import Any
 
@@ -185,6 +186,23 @@ async def test_live_view_draws_a_table_on_a_terminal() -> None:
     assert "━" in text
     assert "Summary: 1 batch(es) watched" in text
     assert KEY not in text + err.getvalue()
+
+
+async def test_without_rich_a_terminal_gets_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich is an optional extra: when it cannot be imported, the view falls back to plain lines."""
+    for name in [n for n in sys.modules if n == "rich" or n.startswith("rich.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # what `import rich` sees when not installed
+    monkeypatch.setitem(sys.modules, "rich", None)
+    async with simulator() as sim:
+        batch_id = sim.create_batch(2)["batch_id"]
+        out, err = _Terminal(), io.StringIO()
+        env = {"TWELVELABS_API_KEY": KEY, "TWELVELABS_BASE_URL": sim.base_url}
+        status = await run(["watch", *FAST, batch_id], out, err, env=env)
+    assert status == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "watching 1 batch(es)"
+    assert "\x1b[" not in out.getvalue()
+    assert lines[-1] == "1 of 1 batch(es) succeeded; items: 2 ready, 0 failed, 0 canceled"
 
 
 async def test_demo_runs_to_the_end_without_a_key() -> None:
