@@ -69,7 +69,7 @@ async def run(
     except HelpShown:
         return 0
     except UsageError as exc:
-        streams.error(f"{exc} (see 'asyncbatch --help')")
+        streams.error(str(exc))
         return EXIT_USAGE
     try:
         return await _dispatch(args, streams, env)

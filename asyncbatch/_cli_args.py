@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -38,44 +39,63 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog.removeprefix(PROG + ' ') or PROG}: {message}")
+        command = self.prog.removeprefix(PROG).strip()
+        where = f"{command}: " if command else ""
+        raise UsageError(f"{where}{message} (see '{self.prog} --help')")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
-            raise UsageError(message.strip())
+            raise UsageError(f"{message.strip()} (see '{self.prog} --help')")
         raise HelpShown
 
 
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
 
 
 def _rate(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {text}")
     return value
@@ -322,7 +342,7 @@ def _simulate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=_port, default=8000, help="port (default: 8000; 0: any free one)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for every random choice")
+    parser.add_argument("--seed", type=_int, default=0, help="seed for every random choice")
     numbers: tuple[tuple[str, Callable[[str], float], float, str, str], ...] = (
         ("--item-seconds", _positive_float, 20.0, "S", "mean time one item takes (default: 20)"),
         ("--item-failure-rate", _rate, 0.0, "R", "fraction of items that fail (default: 0)"),
@@ -342,7 +362,7 @@ def _demo(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         help="simulated seconds per real second (default: 10)",
     )
-    parser.add_argument("--seed", type=int, default=9, help="seed for the simulator (default: 9)")
+    parser.add_argument("--seed", type=_int, default=9, help="seed for the simulator (default: 9)")
     _view_options(parser)
 
 

@@ -59,6 +59,8 @@ def test_parser_knows_exactly_the_documented_commands() -> None:
         (("status",), "required"),
         (("status", "--bogus", MISSING_ID), "unrecognized"),
         (("watch", "--interval", "-1", MISSING_ID), "--interval"),
+        (("watch", "--deadline", "nan", MISSING_ID), "not a finite number"),
+        (("watch", "--concurrency", "many", MISSING_ID), "not a whole number: 'many'"),
         (("list", "--status", "sleeping"), "--status"),
         (("simulate", "--item-failure-rate", "2"), "between 0 and 1"),
         (("status", "not-an-id"), "24 hexadecimal digits"),
