@@ -354,6 +354,7 @@ async def test_the_default_clock_is_the_event_loop_clock() -> None:
 async def test_serve_runs_until_cancelled() -> None:
     """serve(config) listens, reports readiness with the simulator, and stops when cancelled."""
     config = SimulatorConfig(api_key=KEY, port=0, seed=3, item_seconds=5, time_scale=10.0)
+    assert KEY not in repr(config)
     ready: list[Simulator] = []
     async with anyio.create_task_group() as tg:
         started = anyio.Event()

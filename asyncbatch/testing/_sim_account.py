@@ -55,8 +55,7 @@ class SimulatedAccount:
     def wall(self) -> Wall:
         """Clock seconds to RFC 3339 text."""
         if self._wall is None:
-            self.now()
-        assert self._wall is not None  # noqa: S101 - set by now()
+            self._wall = wall_clock(self._start, self.clock())
         return self._wall
 
     def create(self, body: object) -> dict[str, Any]:

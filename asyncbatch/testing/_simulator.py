@@ -9,7 +9,7 @@ line's entry point (``asyncbatch simulate``).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -267,10 +267,10 @@ class SimulatorConfig:
     """The options of ``asyncbatch simulate``; field names match the flags.
 
     ``time_scale`` is simulated seconds per real second (1.0 is real time).
-    ``port`` 0 picks a free port.
+    ``port`` 0 picks a free port. The API key is left out of the repr.
     """
 
-    api_key: str
+    api_key: str = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     seed: int = 0
