@@ -86,3 +86,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
     with suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()

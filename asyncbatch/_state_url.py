@@ -1,0 +1,126 @@
+"""`open_state`: a state store (and, for Redis, replica coordination) named by one URL.
+
+The command line's ``--state`` takes one of:
+
+* ``memory://``: a `MemoryStore` (nothing survives the process; for trying things out);
+* ``sqlite:///state.db`` (relative) or ``sqlite:////var/lib/app/state.db``
+  (absolute), optionally ``?synchronous=NORMAL``: a `SQLiteStore`;
+* ``redis://HOST:PORT/DB`` (or ``rediss://``, with any option redis-py reads from
+  a URL), optionally ``?prefix=KEYPREFIX``: a `RedisStore`, plus `RedisGate`
+  and `RedisLeases` factories on the same client, for replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from ._coordination import Leases, RequestGate
+from ._store import MemoryStore, StateStore
+from ._store_sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+GateFactory = Callable[[float | None, float | None], RequestGate]
+"""``(requests_per_second, burst)`` to a gate shared by every replica."""
+LeasesFactory = Callable[[str | None, float], Leases]
+"""``(owner or None, lease_seconds)`` to this replica's leases."""
+
+_FORMS = "memory://, sqlite:///PATH or redis://HOST:PORT/DB"
+
+
+@dataclass
+class OpenedState:
+    """What a ``--state`` URL opened. ``gate`` and ``leases`` are None unless it is shared (Redis).
+
+    Close it (``async with`` or `aclose`) to release the store and its connection.
+    """
+
+    store: StateStore
+    gate: GateFactory | None = None
+    leases: LeasesFactory | None = None
+    _client: Redis | None = field(default=None, repr=False)
+
+    async def aclose(self) -> None:
+        """Close the store, then the Redis client if one was made."""
+        try:
+            await self.store.aclose()
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def open_state(url: str) -> OpenedState:
+    """The store named by ``url`` (see the module documentation); `ValueError` if malformed.
+
+    Nothing connects yet: a SQLite file is opened, and a Redis server
+    reached, on first use.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        return OpenedState(MemoryStore())
+    if scheme == "sqlite":
+        return _sqlite(parts.netloc, parts.path, parse_qs(parts.query))
+    if scheme in ("redis", "rediss", "unix"):
+        return _redis(parts.scheme, parts.netloc, parts.path, parts.query, parts.fragment)
+    raise ValueError(f"unsupported state URL {_shown(url)!r}: use {_FORMS}")
+
+
+def _sqlite(netloc: str, path: str, query: dict[str, list[str]]) -> OpenedState:
+    # sqlite:///rel.db has path "/rel.db"; sqlite:////abs.db has "//abs.db".
+    if netloc or len(path) < 2:
+        raise ValueError("a SQLite state URL is sqlite:///relative.db or sqlite:////absolute.db")
+    synchronous = query.get("synchronous", ["FULL"])[-1].upper()
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError("sqlite state: synchronous must be FULL or NORMAL")
+    return OpenedState(
+        SQLiteStore(path[1:], synchronous="NORMAL" if synchronous == "NORMAL" else "FULL")
+    )
+
+
+def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> OpenedState:
+    try:
+        from redis.asyncio import Redis  # noqa: PLC0415 - the redis extra is optional
+
+        from .redis import DEFAULT_PREFIX, RedisGate, RedisLeases, RedisStore  # noqa: PLC0415
+    except ImportError as exc:
+        raise ValueError(
+            "a redis:// state needs the redis extra: pip install 'asyncbatch[redis]'"
+        ) from exc
+    options = parse_qs(query)
+    prefix = options.pop("prefix", [DEFAULT_PREFIX])[-1]
+    rest = urlencode({k: v[-1] for k, v in options.items()})
+    client: Redis = Redis.from_url(urlunsplit((scheme, netloc, path, rest, fragment)))
+
+    def gate(rate: float | None, burst: float | None) -> RequestGate:
+        return RedisGate(client, rate, burst, prefix=prefix)
+
+    def leases(owner: str | None, lease_seconds: float) -> Leases:
+        return RedisLeases(client, owner, lease_seconds, prefix=prefix)
+
+    return OpenedState(RedisStore(client, prefix=prefix), gate, leases, client)
+
+
+def _shown(url: str) -> str:
+    """The URL without a password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
