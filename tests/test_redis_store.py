@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from asyncbatch import Client, EventKind, StoredBatch
+from asyncbatch._state_url import open_state
 from asyncbatch.redis import RedisStore, progress
 from asyncbatch.testing import Simulator
 from tests._redis_server import redis_server
@@ -131,3 +132,21 @@ async def test_watcher_resumes_from_redis_after_a_restart(redis_url: str) -> Non
             assert [event async for event in watcher] == []
     assert [e.kind for e in events] == [EventKind.DONE]
     assert events[0].previous == seen.batch
+
+
+async def test_redis_state_url_opens_store_gate_and_leases(redis_url: str) -> None:
+    """A redis:// state URL gives a store, gate and leases under its prefix, closed together."""
+    prefix = fresh_prefix()
+    opened = open_state(f"{redis_url}?prefix={prefix}")
+    assert isinstance(opened.store, RedisStore)
+    assert opened.gate is not None
+    assert opened.leases is not None
+    async with opened:
+        await opened.store.track(["a"])
+        await opened.gate(10.0, None).acquire()
+        leases = opened.leases("me", 5.0)
+        assert leases.lease_seconds == 5.0
+        assert await leases.claim(["a"]) == {"a"}
+    async with connected(redis_url) as client:
+        assert await client.hkeys(f"{prefix}records") == [b"a"]
+        assert await client.hget(f"{prefix}lease:a", "owner") == b"me"

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from asyncbatch import Batch, Client, EventKind, MemoryStore, StateStore, StoredBatch
+from asyncbatch._state_url import open_state
 from asyncbatch._store_sqlite import SQLiteStore
 from asyncbatch.testing import Simulator
 
@@ -162,3 +163,32 @@ async def test_watcher_resumes_from_the_file_after_a_restart(tmp_path: Path) -> 
                 assert [event async for event in watcher] == []
     assert [e.kind for e in events] == [EventKind.DONE]
     assert events[0].previous == seen.batch
+
+
+async def test_state_urls_name_memory_and_sqlite_stores(tmp_path: Path) -> None:
+    """memory:// and sqlite:/// URLs open the matching store; only Redis offers replicas."""
+    async with open_state("memory://") as memory:
+        assert isinstance(memory.store, MemoryStore)
+        assert memory.gate is None
+        assert memory.leases is None
+    absolute = tmp_path / "state.db"
+    async with open_state(f"sqlite:///{absolute}?synchronous=normal") as opened:
+        assert isinstance(opened.store, SQLiteStore)
+        assert opened.store.path == absolute
+        await opened.store.track(["a"])
+    async with SQLiteStore(absolute) as store:
+        assert await store.load() == [StoredBatch(batch_id="a")]
+    relative = open_state("sqlite:///state.db")
+    assert isinstance(relative.store, SQLiteStore)
+    assert relative.store.path == Path("state.db")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite://host/x.db", "sqlite:///x.db?synchronous=OFF", "postgres://u:pw@h/db"],
+)
+def test_malformed_state_urls_are_refused_without_showing_passwords(url: str) -> None:
+    """A URL that names no supported store raises ValueError; a password never shows."""
+    with pytest.raises(ValueError, match=r"sqlite|unsupported") as caught:
+        open_state(url)
+    assert "pw" not in str(caught.value)
