@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -399,3 +400,30 @@ def _check_progress(before: dict[str, Any], after: dict[str, Any]) -> None:
         assert after["status"] == before["status"]
     for name in ("ready_items", "failed_items", "canceled_items"):
         assert after[name] >= before[name]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"api_key": ""},
+        {"start": datetime(2026, 1, 1)},  # naive: refused
+        {"item_failure_rate": 1.5},
+        {"item_seconds": 0},
+        {"items_at_once": 0},
+    ],
+)
+def test_nonsense_options_are_refused(options: dict[str, Any]) -> None:
+    """An empty key, a naive start, a rate above 1 or a zero duration/slot count: ValueError."""
+    with pytest.raises(ValueError, match=r"."):
+        Simulator(**{"api_key": KEY, **options})
+
+
+def test_helpers_404_for_unknown_batches_and_removal_works_in_any_status() -> None:
+    """remove_batch makes even a running batch vanish; helpers on it then raise 404."""
+    sim = _sim(ManualClock())
+    batch_id = sim.create_batch(2)["batch_id"]
+    sim.remove_batch(batch_id)
+    for helper in (sim.batch, sim.results, sim.cancel_batch, sim.delete_batch):
+        with pytest.raises(SimulatorError) as caught:
+            helper(batch_id)
+        assert (caught.value.status, caught.value.code) == (404, "resource_not_exist")
