@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 import anyio
 from aiohttp import web
@@ -27,6 +27,13 @@ from ._sim_errors import SimulatorError, bad_request
 API_PREFIX = "/v1.3"
 ErrorStyle = Literal["nested", "flat"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Middleware(Protocol):
+    """A new-style aiohttp middleware (the parameter names are part of aiohttp's type)."""
+
+    def __call__(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]: ...
+
 
 _ACCOUNT: web.AppKey[SimulatedAccount] = web.AppKey("account", SimulatedAccount)
 # The fault drawn for the request being handled; a context variable rather than
@@ -108,7 +115,7 @@ def error_response(
 
 def _middleware(
     api_key: str, injector: FaultInjector, counters: Counters, style: ErrorStyle
-) -> Any:
+) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         endpoint = request.match_info.route.name
