@@ -114,7 +114,7 @@ class BatchStore:
     seed: int = 0
     records: dict[str, BatchRecord] = field(default_factory=dict)
     _rng: random.Random = field(init=False)
-    _next_seq: int = 0
+    _next_seq: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(f"batches-{self.seed}")
