@@ -56,7 +56,9 @@ def crash_and_resume(state_url: str, workdir: Path, seed: int) -> str:
     clock = RunningClock(scale=10.0)
     options = {"item_seconds": 4.0, "items_at_once": 1, "pending_seconds": 1.0, "max_active": 50}
     with serve_simulator(clock, seed=seed, **options) as (portal, sim):
-        ids = [portal.call(sim.create_batch, rng.randint(2, 8))["batch_id"] for _ in range(BATCHES)]
+        # Longer runs need longer batches, or every batch ends before the last kill.
+        sizes = [rng.randint(2, 3 + KILLS) for _ in range(BATCHES)]
+        ids = [portal.call(sim.create_batch, n)["batch_id"] for n in sizes]
         base = ["--base-url", sim.base_url, "--state", state_url, "--ids", ",".join(ids)]
         clean: list[bool] = []
         for run in range(KILLS + 1):
@@ -78,7 +80,7 @@ def crash_and_resume(state_url: str, workdir: Path, seed: int) -> str:
             finally:
                 stop(process)
                 clock.pause()
-            clock.jump(rng.uniform(0.0, 10.0))  # batches move on while nothing watches
+            clock.jump(rng.uniform(0.0, 4.0))  # batches move on while nothing watches
         truth = {b: portal.call(sim.batch, b)["status"] for b in ids}
     lines = [
         line
