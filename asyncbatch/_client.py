@@ -222,7 +222,14 @@ class Batches:
         retried only on answers that prove no batch was made (429, 503, or a
         connection that never opened), so a retry never creates a twin.
         """
-        body = encoder.encode(_build_create_request(requests, model_name, analysis_mode, defaults))
+        request = _build_create_request(requests, model_name, analysis_mode, defaults)
+        try:
+            body = encoder.encode(request)
+        except (
+            TypeError,
+            msgspec.EncodeError,
+        ) as exc:  # a free-form JSON field held a non-JSON value
+            raise InvalidRequestError(f"invalid batch request: {exc}") from None
         response = await self._transport.request(
             "POST",
             "/analyze/batches",

@@ -202,6 +202,11 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
 # server applies its own defaults.
 
 CustomId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# Documented bounds. They also refuse NaN, which would otherwise go out as null.
+Temperature = Annotated[float, msgspec.Meta(ge=0, le=1)]
+MaxTokens = Annotated[int, msgspec.Meta(ge=1)]  # the per-mode ranges are the server's to check
+SegmentDuration = Annotated[float, msgspec.Meta(ge=2)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class VideoSource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -246,12 +251,12 @@ class BatchDefaults(
 
     prompt: Prompt | None = None
     response_format: ResponseFormat | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    min_segment_duration: float | None = None
-    max_segment_duration: float | None = None
-    start_time: float | None = None
-    end_time: float | None = None
+    temperature: Temperature | None = None
+    max_tokens: MaxTokens | None = None
+    min_segment_duration: SegmentDuration | None = None
+    max_segment_duration: SegmentDuration | None = None
+    start_time: Seconds | None = None
+    end_time: Seconds | None = None
 
 
 class BatchItemRequest(
@@ -263,12 +268,12 @@ class BatchItemRequest(
     custom_id: CustomId | None = None
     prompt: Prompt | None = None
     response_format: ResponseFormat | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    min_segment_duration: float | None = None
-    max_segment_duration: float | None = None
-    start_time: float | None = None
-    end_time: float | None = None
+    temperature: Temperature | None = None
+    max_tokens: MaxTokens | None = None
+    min_segment_duration: SegmentDuration | None = None
+    max_segment_duration: SegmentDuration | None = None
+    start_time: Seconds | None = None
+    end_time: Seconds | None = None
 
 
 MAX_REQUESTS_PER_BATCH = 1000

@@ -17,6 +17,7 @@ from asyncbatch import (
     ConfigurationError,
     ConflictError,
     CreatedBatch,
+    DecodeError,
     InvalidBatchIdError,
     InvalidRequestError,
     NotFoundError,
@@ -295,6 +296,17 @@ def _item(custom_id: str | None = None, **extra: Any) -> dict[str, Any]:
         ([_item()], {"analysis_mode": "sideways"}),
         ([_item()], {"defaults": {"promt": {"input_text": "typo"}}}),
         (["not a dict"], {}),
+        ([_item()], {"defaults": {"temperature": float("nan")}}),
+        ([_item(temperature=1.5)], {}),
+        ([_item(min_segment_duration=1)], {}),
+        (
+            [_item()],
+            {
+                "defaults": {
+                    "response_format": {"type": "json_schema", "json_schema": {"x": object()}}
+                }
+            },
+        ),
     ],
 )
 async def test_bad_create_input_is_refused_before_any_request(
@@ -305,6 +317,15 @@ async def test_bad_create_input_is_refused_before_any_request(
         with pytest.raises(InvalidRequestError):
             await client.batches.create(requests=requests, **options)
     assert server.requests == []
+
+
+async def test_naive_timestamp_from_the_server_is_a_decode_error() -> None:
+    """A status body whose timestamp has no offset raises asyncbatch's DecodeError."""
+    naive = {**STATUS_BODIES["pending"], "created_at": "2026-07-20T10:00:00"}
+    async with connected() as (server, client):
+        server.on("GET", BATCH_PATH, Reply(200, naive))
+        with pytest.raises(DecodeError, match="created_at"):
+            await client.batches.retrieve(BATCH_ID)
 
 
 async def test_create_accepts_the_limits() -> None:
