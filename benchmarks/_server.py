@@ -19,9 +19,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._bodies import NOT_FOUND_BODY, PROCESSING_BODY
+from ._bodies import BATCH_ID, NOT_FOUND_BODY, PROCESSING_BODY
 
 STATUS_PREFIX = b"GET /v1.3/analyze/batches/"
+_ID_LENGTH = len(BATCH_ID)
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,8 +34,19 @@ def _response(status: bytes, body: bytes) -> bytes:
     return head + body
 
 
-_OK = _response(b"200 OK", PROCESSING_BODY)
+# The canned answer, split around its batch ID so that each poll gets back the
+# ID it asked for (the watcher files a snapshot under the ID it polled).
+_OK_BEFORE_ID, _OK_AFTER_ID = _response(b"200 OK", PROCESSING_BODY).split(BATCH_ID.encode())
 _NOT_FOUND = _response(b"404 Not Found", NOT_FOUND_BODY)
+
+
+def _answer(head: bytes) -> bytes:
+    """The canned status for ``GET /v1.3/analyze/batches/{24-char id}``, else a 404."""
+    start = len(STATUS_PREFIX)
+    end = start + _ID_LENGTH
+    if head.startswith(STATUS_PREFIX) and head[end : end + 1] == b" ":
+        return _OK_BEFORE_ID + head[start:end] + _OK_AFTER_ID
+    return _NOT_FOUND
 
 
 class _StatusProtocol(asyncio.Protocol):
@@ -53,7 +65,7 @@ class _StatusProtocol(asyncio.Protocol):
         self._buffer += data
         while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
             head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
-            self._transport.write(_OK if head.startswith(STATUS_PREFIX) else _NOT_FOUND)
+            self._transport.write(_answer(head))
             if b"\nconnection: close" in head.lower():
                 self._transport.close()
                 return
