@@ -77,7 +77,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
 
     ``retry-after-ms`` wins over ``Retry-After``; ``Retry-After`` may be seconds
     or an HTTP date. Garbage, NaN and infinity are ignored (None); negative
-    values and dates in the past mean "now" (0.0).
+    values and dates in the past mean "now" (0.0). A date is measured from
+    ``now`` if given, else from the response's own ``Date`` header, so a skewed
+    local clock neither stretches nor cuts the wait, else from the local clock.
     """
     millis = _finite_float(headers.get("retry-after-ms"))
     if millis is not None:
@@ -88,7 +90,19 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     seconds = _finite_float(raw)
     if seconds is not None:
         return max(0.0, seconds)
-    return _seconds_until_http_date(raw, now or datetime.now(UTC))
+    return _seconds_until_http_date(
+        raw, now or _http_date(headers.get("date")) or datetime.now(UTC)
+    )
+
+
+def _http_date(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _finite_float(raw: str | None) -> float | None:
@@ -102,12 +116,9 @@ def _finite_float(raw: str | None) -> float | None:
 
 
 def _seconds_until_http_date(raw: str, now: datetime) -> float | None:
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    when = _http_date(raw)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
 
 

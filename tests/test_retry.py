@@ -108,3 +108,14 @@ def test_caller_errors_do_not_retry(status: int) -> None:
 def test_create_retries_only_where_no_batch_was_made(status: int, expected: bool) -> None:
     """Create retries on 429 and 503 only: a 500/502/504/408 may hide a batch that was made."""
     assert status_is_retryable(status, creates=True) is expected
+
+
+def test_retry_after_date_is_measured_from_the_response_date() -> None:
+    """An HTTP-date Retry-After counts from the server's Date header, not the local clock."""
+    headers = {
+        "retry-after": "Sun, 09 Nov 2025 01:20:49 GMT",
+        "date": "Sat, 08 Nov 2025 22:11:07 GMT",
+    }
+    assert parse_retry_after(headers) == 11382.0
+    assert parse_retry_after({**headers, "date": "garbage"}, now=NOW) == 0.0
+    assert parse_retry_after(headers, now=NOW) == 0.0  # an explicit now wins

@@ -105,6 +105,26 @@ async def test_429_with_a_long_retry_after_raises_at_once() -> None:
     assert len(server.requests) == 1
 
 
+async def test_429_with_an_http_date_retry_after() -> None:
+    """A Retry-After date 45 s past the response's Date is slept; two hours past is raised."""
+    date = {"date": "Mon, 20 Jul 2026 10:00:00 GMT"}
+    soon = error(
+        429, "too_many_requests", **date, **{"retry-after": "Mon, 20 Jul 2026 10:00:45 GMT"}
+    )
+    later = error(
+        429, "too_many_requests", **date, **{"retry-after": "Mon, 20 Jul 2026 12:00:00 GMT"}
+    )
+    async with connected() as (server, client):
+        server.on("GET", BATCH_PATH, soon, PENDING)
+        start = anyio.current_time()
+        await client.batches.retrieve(BATCH_ID)
+        assert 45.0 <= anyio.current_time() - start < 46.0
+        server.on("GET", BATCH_PATH, later)
+        with pytest.raises(RateLimitError) as info:
+            await client.batches.retrieve(BATCH_ID)
+    assert info.value.retry_after == 7200.0
+
+
 async def test_429_without_retry_after_backs_off_then_raises() -> None:
     """A 429 naming no wait is retried with backoff; the last one raises with retry_after None."""
     async with connected() as (server, client):
