@@ -4,6 +4,7 @@ from ._clocks import Clock, ManualClock, ScaledClock, loop_clock
 from ._faults import FaultKind, FaultRule
 from ._sim_errors import SimulatorError
 from ._sim_http import SimulatorStats
+from ._sim_webhooks import WebhookAttempt, WebhookFaults
 from ._simulator import Simulator, SimulatorConfig, serve
 from ._virtual_time import VirtualTimeLoop
 
@@ -18,6 +19,8 @@ __all__ = [
     "SimulatorError",
     "SimulatorStats",
     "VirtualTimeLoop",
+    "WebhookAttempt",
+    "WebhookFaults",
     "loop_clock",
     "serve",
 ]

@@ -2,26 +2,32 @@
 
 It ties the pieces together: the batch model (`_sim_state`) read at the
 clock's time (`_sim_account`), served over aiohttp.web (`_sim_http`) with
-seeded faults (`_faults`). `serve` and `SimulatorConfig` are the command
-line's entry point (``asyncbatch simulate``).
+seeded faults (`_faults`), and signed webhook deliveries (`_sim_outbox`,
+`_sim_webhooks`) sent by a task the ``async with`` block owns. `serve` and
+`SimulatorConfig` are the command line's entry point (``asyncbatch simulate``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import anyio
 from aiohttp import web
 
-from ._clocks import Clock, ScaledClock, loop_clock
+from ._clocks import Clock, ManualClock, ScaledClock, loop_clock
 from ._faults import FaultInjector, FaultRule
 from ._sim_account import SimulatedAccount
 from ._sim_http import API_PREFIX, Counters, ErrorStyle, SimulatorStats, build_app
-from ._sim_state import Lifecycle, batch_view, result_lines
+from ._sim_outbox import Outbox
+from ._sim_state import Lifecycle, result_lines
+from ._sim_webhooks import WebhookAttempt, WebhookFaults, WebhookSender
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 """Wall-clock time of the simulator's first clock reading, unless told otherwise."""
@@ -59,10 +65,22 @@ class Simulator:
         fault_rate: shorthand for one more rule with every kind at short
             values (``Retry-After`` 1 s, latency up to 1 s).
         gateway_errors: ``"nested"`` or ``"flat"`` body for 401 and injected 429.
+        webhook_urls: endpoints that get a signed POST when an item ends
+            ``ready`` or ``failed`` and when a batch ends (see docs/simulator.md).
+        webhook_secret: the key deliveries are signed with; needed with URLs.
+        webhook_faults: rates of bad signatures, stale timestamps and duplicates.
+        webhook_attempts: attempts per delivery before it is given up.
+        webhook_backoff: seconds before the 2nd attempt, doubling after each.
+        webhook_clock: Unix seconds for ``t=`` and ``created_at``; default the
+            simulator's own timeline (``start`` plus clock time elapsed).
 
-    Limits: one account, one API key; no ``/analyze/tasks``, assets or
-    webhooks; the combined-video-duration limit is not checked. See
-    docs/simulator.md for every choice made where the API is not documented.
+    Deliveries are sent by a task that ``async with`` starts, which sleeps
+    until the next item or batch end. With a `ManualClock`, no task runs:
+    call `deliver_due_webhooks` after moving the clock.
+
+    Limits: one account, one API key; no ``/analyze/tasks`` or assets; the
+    combined-video-duration limit is not checked. See docs/simulator.md for
+    every choice made where the API is not documented.
     """
 
     def __init__(
@@ -87,6 +105,12 @@ class Simulator:
         gateway_errors: ErrorStyle = "nested",
         host: str = "127.0.0.1",
         port: int = 0,
+        webhook_urls: Sequence[str] = (),
+        webhook_secret: str | None = None,
+        webhook_faults: WebhookFaults | None = None,
+        webhook_attempts: int = 3,
+        webhook_backoff: float = 2.0,
+        webhook_clock: Clock | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("the simulator needs an API key to check")
@@ -123,6 +147,46 @@ class Simulator:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._exit_stack: AsyncExitStack | None = None
+        self._webhooks = self._webhook_sender(
+            webhook_urls,
+            webhook_secret,
+            webhook_faults or WebhookFaults(),
+            Outbox(
+                urls=tuple(webhook_urls),
+                lifecycle=lifecycle,
+                stamp=lambda: 0.0,  # replaced below, once the stamp clock is known
+                attempts=webhook_attempts,
+                backoff=webhook_backoff,
+                seed=seed,
+            ),
+            webhook_clock,
+        )
+
+    def _webhook_sender(
+        self,
+        urls: Sequence[str],
+        secret: str | None,
+        faults: WebhookFaults,
+        outbox: Outbox,
+        clock: Clock | None,
+    ) -> WebhookSender | None:
+        if not urls:
+            return None
+        if not secret:
+            raise ValueError("webhook_urls need a webhook_secret to sign deliveries with")
+        for url in urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(f"a webhook URL must be http or https, got {url!r}")
+        account = self._account
+        stamp = clock or (lambda: account.unix(account.now()))
+        outbox.stamp = stamp
+        account.webhook_records = outbox.batch_records
+        sender = WebhookSender(
+            outbox, account, secret=secret, faults=faults, seed=self.seed, stamp=stamp
+        )
+        account.on_change = sender.changed
+        return sender
 
     def __repr__(self) -> str:
         where = self.base_url if self._runner is not None else "not started"
@@ -143,15 +207,27 @@ class Simulator:
             raise
         self._runner = runner
         self._port = runner.addresses[0][1]
+        if self._webhooks is not None:
+            await self._webhooks.open()
 
     async def aclose(self) -> None:
         """Stop serving and close every connection. Idempotent."""
         runner, self._runner = self._runner, None
+        if self._webhooks is not None:
+            await self._webhooks.close()
         if runner is not None:
             await runner.cleanup()
 
     async def __aenter__(self) -> Self:
         await self.start()
+        if self._webhooks is None or isinstance(self.clock, ManualClock):
+            return self
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self.aclose)
+            group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(group.cancel_scope.cancel)  # runs first on the way out
+            group.start_soon(self._webhooks.run, _loop_rate(self.clock))
+            self._exit_stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -160,7 +236,11 @@ class Simulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is None:
+            await self.aclose()
+        else:
+            await stack.__aexit__(exc_type, exc, tb)
 
     @property
     def base_url(self) -> str:
@@ -179,11 +259,54 @@ class Simulator:
             open_connections=len(server.connections) if server is not None else 0,
         )
 
+    # -- webhooks --------------------------------------------------------------
+
+    async def deliver_due_webhooks(self) -> int:
+        """Send every webhook attempt due now (first tries and retries); the POSTs made.
+
+        The background task does this by itself; call it when the clock is a
+        `ManualClock` (after each ``advance``) or the simulator was started
+        with `start` rather than ``async with``.
+        """
+        return await self._sender().deliver_due()
+
+    async def webhooks_settled(self) -> None:
+        """Wait until no delivery is queued or being sent (needs the background task).
+
+        Deliveries of items that have not ended yet do not count; retries
+        waiting for their backoff do, so this returns after the last attempt.
+        """
+        if self._exit_stack is None:
+            raise RuntimeError("no delivery task runs: use `async with` and a loop-driven clock")
+        await self._sender().settled()
+
+    @property
+    def webhook_log(self) -> list[WebhookAttempt]:
+        """Every webhook POST made so far, oldest first (a copy)."""
+        return list(self._webhooks.log) if self._webhooks is not None else []
+
+    def _sender(self) -> WebhookSender:
+        if self._webhooks is None:
+            raise RuntimeError("this simulator has no webhook_urls")
+        return self._webhooks
+
     # -- direct access for tests (no HTTP, no faults, not counted) -------------
 
     def now(self) -> float:
         """The simulator's clock reading."""
         return self._account.now()
+
+    def unix_now(self) -> float:
+        """Unix seconds on the simulator's timeline (``start`` plus clock time elapsed).
+
+        Give it to a webhook receiver as its clock, so that deliveries dated on
+        this timeline pass its timestamp check.
+        """
+        return self._account.unix(self._account.now())
+
+    def clock_at(self, moment: datetime) -> float:
+        """The clock reading at which the simulator's timestamps say ``moment``."""
+        return self._account.clock_at(moment.timestamp())
 
     def create_batch(
         self,
@@ -217,8 +340,7 @@ class Simulator:
     def batch(self, batch_id: str) -> dict[str, Any]:
         """The batch's status body now; `SimulatorError` (404) when it does not exist."""
         now = self._account.now()
-        record = self._account.store.get(batch_id, now)
-        return batch_view(record, now, self._account.lifecycle, self._account.wall)
+        return self._account.view(self._account.store.get(batch_id, now), now)
 
     def batch_ids(self) -> list[str]:
         """Every existing batch's ID, newest first."""
@@ -240,6 +362,7 @@ class Simulator:
     def remove_batch(self, batch_id: str) -> None:
         """Make the batch vanish whatever its status, so that it answers 404."""
         self._account.store.get(batch_id, self._account.now()).deleted = True
+        self._account.changed()
 
     def age_batch(self, batch_id: str, seconds: float) -> None:
         """Move the batch ``seconds`` into the past: as if created that much earlier.
@@ -249,6 +372,16 @@ class Simulator:
         if seconds < 0:
             raise ValueError("a batch can only be aged forward")
         self._account.store.get(batch_id, self._account.now()).shift(seconds)
+        self._account.changed()
+
+
+def _loop_rate(clock: Clock) -> float | None:
+    """Simulator seconds per event-loop second, or None when the clock is not the loop's."""
+    if clock is loop_clock:
+        return 1.0
+    if isinstance(clock, ScaledClock):
+        return clock.scale
+    return None
 
 
 def _default_defaults(analysis_mode: str) -> dict[str, Any]:
@@ -267,7 +400,8 @@ class SimulatorConfig:
     """The options of ``asyncbatch simulate``; field names match the flags.
 
     ``time_scale`` is simulated seconds per real second (1.0 is real time).
-    ``port`` 0 picks a free port. The API key is left out of the repr.
+    ``port`` 0 picks a free port. ``webhook_fault_rate`` applies to each
+    webhook fault kind. The API key and webhook secret are left out of the repr.
     """
 
     api_key: str = field(repr=False)
@@ -279,6 +413,9 @@ class SimulatorConfig:
     fault_rate: float = 0.0
     expire_after: float = 86_400.0
     time_scale: float = 1.0
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_fault_rate: float = 0.0
 
 
 async def serve(
@@ -287,7 +424,8 @@ async def serve(
     """Serve a simulator until cancelled; ``ready(sim)`` is called once it listens.
 
     Timestamps start at the real current time; the clock is the event loop's,
-    sped up ``config.time_scale`` times.
+    sped up ``config.time_scale`` times. Webhook signatures are dated by the
+    system clock, so that a receiver's timestamp check holds at any time scale.
     """
     clock: Clock = loop_clock
     if config.time_scale != 1.0:
@@ -303,8 +441,17 @@ async def serve(
         expire_after=config.expire_after,
         host=config.host,
         port=config.port,
+        webhook_urls=config.webhook_urls,
+        webhook_secret=config.webhook_secret,
+        webhook_faults=_faults_at(config.webhook_fault_rate),
+        webhook_clock=time.time,
     )
     async with sim:
         if ready is not None:
             ready(sim)
         await anyio.sleep_forever()
+
+
+def _faults_at(rate: float) -> WebhookFaults:
+    """Every webhook fault kind at ``rate``, the signature ones sharing it."""
+    return WebhookFaults(bad_signature=rate / 2, stale_timestamp=rate / 2, duplicate=rate)
