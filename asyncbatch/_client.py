@@ -225,10 +225,8 @@ class Batches:
         request = _build_create_request(requests, model_name, analysis_mode, defaults)
         try:
             body = encoder.encode(request)
-        except (
-            TypeError,
-            msgspec.EncodeError,
-        ) as exc:  # a free-form JSON field held a non-JSON value
+        except (TypeError, msgspec.EncodeError) as exc:
+            # A free-form JSON field (json_schema, segment_definitions) held a non-JSON value.
             raise InvalidRequestError(f"invalid batch request: {exc}") from None
         response = await self._transport.request(
             "POST",

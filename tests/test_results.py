@@ -208,6 +208,22 @@ async def test_leaving_early_releases_the_response() -> None:
         await _next_call_gets_a_connection(client)
 
 
+async def test_cancelling_a_read_releases_the_response() -> None:
+    """A read cancelled by the caller's timeout frees the connection, with or without async with."""
+    async with _one_connection() as (server, client):
+        server.on("GET", RESULTS_PATH, Reply(200, chunks=[RESULT_LINES[0] + b"\n"], stall=3600.0))
+        stream = client.batches.results(BATCH_ID)
+        await anext(stream)
+        with anyio.move_on_after(5):
+            await anext(stream)
+        await _next_call_gets_a_connection(client)
+        with anyio.move_on_after(5):
+            async with client.batches.results(BATCH_ID) as items:
+                await anext(items)
+                await anext(items)
+        await _next_call_gets_a_connection(client)
+
+
 async def test_errors_release_the_response() -> None:
     """A decode error left unhandled, a broken stream and a 404 all free the connection."""
     async with _one_connection() as (server, client):
