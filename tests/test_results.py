@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 import aiohttp
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from asyncbatch import (
     APIConnectionError,
@@ -19,6 +21,7 @@ from asyncbatch import (
     ResultStream,
     RetryPolicy,
 )
+from asyncbatch._models import result_decoder
 from tests._server import (
     API_KEY,
     BATCH_ID,
@@ -75,6 +78,35 @@ async def test_lines_split_across_chunks_at_every_byte() -> None:
         server.on("GET", RESULTS_PATH, Reply(200, chunks=chunks))
         items = await _collect(client.batches.results(BATCH_ID))
     assert [i.custom_id for i in items] == ["r\u00e9sum\u00e9-\u2603", None]
+
+
+@st.composite
+def _chunked_bodies(draw: st.DrawFn) -> tuple[list[bytes], list[int]]:
+    """A results body (any line endings, blank lines, final newline or not) cut anywhere."""
+    picks = draw(st.lists(st.integers(0, len(RESULT_LINES) - 1), max_size=6))
+    body = b""
+    for pick in picks:
+        body += RESULT_LINES[pick] + draw(st.sampled_from([b"\n", b"\r\n", b"\n\n", b"\r\n \n"]))
+    if draw(st.booleans()) and picks:
+        body = body.rstrip(b"\r\n ")  # the last line without its newline
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(body) - 1)), max_size=8)))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    return [c for c in chunks if c], picks
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_chunked_bodies())
+async def test_any_chunking_and_line_endings_give_the_same_items(
+    case: tuple[list[bytes], list[int]],
+) -> None:
+    """However the body is cut into chunks and whatever the line endings, every item comes once."""
+    chunks, picks = case
+    async with connected() as (server, client):
+        server.on("GET", RESULTS_PATH, Reply(200, chunks=chunks))
+        items = await _collect(client.batches.results(BATCH_ID))
+    assert [i.task_id for i in items] == [
+        result_decoder.decode(RESULT_LINES[p]).task_id for p in picks
+    ]
 
 
 async def test_a_bad_line_names_its_number_and_the_stream_goes_on() -> None:
