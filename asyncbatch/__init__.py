@@ -1,5 +1,7 @@
 """asyncbatch: an asyncio client and watcher for the TwelveLabs batch-analysis API."""
 
+import msgspec
+
 from ._client import Batches, Client
 from ._coordination import Leases, LocalGate, RequestGate
 from ._errors import (
@@ -107,9 +109,10 @@ __all__ = [
     "__version__",
 ]
 
-# Public objects report the package as their home, as in tracebacks and reprs.
+# Public classes report the package as their home, as in tracebacks and reprs.
+# msgspec structs keep theirs: msgspec resolves their annotations in it.
 for _name in __all__:
     _obj = globals()[_name]
-    if hasattr(_obj, "__module__") and _name != "__version__":
+    if isinstance(_obj, type) and not issubclass(_obj, msgspec.Struct):
         _obj.__module__ = __name__
 del _name, _obj

@@ -94,7 +94,7 @@ class Client:
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
-        key = api_key or _first_env(API_KEY_ENV_VARS)
+        key = _first_env(API_KEY_ENV_VARS) if api_key is None else api_key
         if not key:
             raise ConfigurationError("no API key: pass api_key= or set $TWELVELABS_API_KEY")
         url = base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL

@@ -345,6 +345,13 @@ def test_missing_key_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -
         Client()
 
 
+def test_explicit_empty_key_does_not_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit empty api_key is refused, not silently replaced by the environment's."""
+    monkeypatch.setenv("TWELVELABS_API_KEY", "from-env")
+    with pytest.raises(ConfigurationError, match="API key"):
+        Client(api_key="")
+
+
 async def test_key_and_base_url_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """$TWELVE_LABS_API_KEY and $TWELVELABS_BASE_URL are used when no argument is given."""
     async with ScriptedServer() as server:
