@@ -5,8 +5,8 @@ await it on their own (virtual-time) loop; `main` wraps it in `anyio.run` and
 exits with its status. Expected failures (usage, a refused key, a missing
 batch, a conflict, an unreachable API) become one ``asyncbatch: error: ...``
 line on stderr and an exit status (see the ``--help`` epilog); only bugs give
-tracebacks. The API key is never written anywhere: every error line is
-scrubbed of it, whatever its source.
+tracebacks. The API key and webhook secrets are never written anywhere:
+every line on stderr is scrubbed of them, whatever its source.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import anyio
 from ._cli_args import HelpShown, UsageError, parse
 from ._cli_board import EXIT_FAILED, EXIT_USAGE
 from ._cli_io import CommandError, Streams, argv_secrets
+from ._cli_webhooks import SECRET_ENV_VAR, webhook_secret, webhook_verify_command
 from ._client import API_KEY_ENV_VARS, BASE_URL_ENV_VAR, DEFAULT_BASE_URL, Client, check_batch_id
 from ._errors import (
     APIConnectionError,
@@ -51,19 +52,24 @@ async def run(
     *,
     stdin: TextIO | None = None,
     env: Mapping[str, str] | None = None,
+    webhook_clock: Callable[[], float] | None = None,
 ) -> int:
     """Run one ``asyncbatch`` command line and return its exit status.
 
     ``argv`` excludes the program name (default ``sys.argv[1:]``); the
     streams default to the process's; ``env`` replaces ``os.environ`` for
-    ``$TWELVELABS_API_KEY`` and ``$TWELVELABS_BASE_URL``.
+    ``$TWELVELABS_API_KEY``, ``$TWELVELABS_BASE_URL`` and
+    ``$TWELVELABS_WEBHOOK_SECRET``. ``webhook_clock`` (Unix seconds) is what
+    ``watch --webhook-port`` checks delivery timestamps against (default:
+    the system clock), so that tests can date deliveries on a simulator's timeline.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     env = os.environ if env is None else env
     streams = Streams(
         stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin, argv_secrets(argv)
     )
-    streams.secrets += [env[name] for name in API_KEY_ENV_VARS if env.get(name)]
+    secret_vars = (*API_KEY_ENV_VARS, SECRET_ENV_VAR)
+    streams.secrets += [env[name] for name in secret_vars if env.get(name)]
     try:
         args = parse(argv, streams.stdout, streams.stderr)
     except HelpShown:
@@ -71,6 +77,7 @@ async def run(
     except UsageError as exc:
         streams.error(str(exc))
         return EXIT_USAGE
+    args.webhook_clock = webhook_clock
     try:
         return await _dispatch(args, streams, env)
     except (CommandError, AsyncBatchError, ValueError) as exc:
@@ -100,13 +107,21 @@ async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str
         from ._cli_demo import demo_command  # noqa: PLC0415 - the simulator loads only here
 
         return await demo_command(args, streams)
+    if args.command == "webhook-verify":  # offline: no API key, no client
+        return await webhook_verify_command(args, streams, env)
     api_key = args.api_key or _first(env, API_KEY_ENV_VARS)
     if not api_key:
         raise CommandError("no API key: pass --api-key KEY or set $TWELVELABS_API_KEY", EXIT_USAGE)
     if args.command == "simulate":
         from ._cli_demo import simulate_command  # noqa: PLC0415 - the simulator loads only here
 
+        if args.webhook_url:
+            args.webhook_secret = webhook_secret(args.webhook_secret, env, "simulate")
+            streams.secrets.append(args.webhook_secret)
         return await simulate_command(args, streams, api_key)
+    if getattr(args, "webhook_port", None) is not None:  # watch with webhooks
+        args.webhook_secret = webhook_secret(args.webhook_secret, env, "watch")
+        streams.secrets.append(args.webhook_secret)
     for batch_id in _batch_ids(args):
         check_batch_id(batch_id)  # every ID checked before the first request
     base_url = args.base_url or env.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL

@@ -14,6 +14,7 @@ import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 from ._cli_io import PROG
 from ._models import BatchStatus
@@ -101,10 +102,17 @@ def _port(text: str) -> int:
     return value
 
 
+def _webhook_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("http", "https") or not urlsplit(text).netloc:
+        raise argparse.ArgumentTypeError(f"not an http or https URL: {text!r}")
+    return text
+
+
 _EPILOG = """\
 environment:
-  TWELVELABS_API_KEY   the API key when --api-key is not given (never printed)
-  TWELVELABS_BASE_URL  the API root when --base-url is not given
+  TWELVELABS_API_KEY         the API key when --api-key is not given (never printed)
+  TWELVELABS_BASE_URL        the API root when --base-url is not given
+  TWELVELABS_WEBHOOK_SECRET  the webhook secret when none is given (never printed)
 
 exit status:
   0  everything ended well
@@ -131,6 +139,14 @@ examples:
   asyncbatch watch --all-active --deadline 3600
   asyncbatch watch --jsonl 68f4ddaf8aaa60d33df0e800 | jq -c 'select(.kind == "done")'
   asyncbatch watch --base-url http://127.0.0.1:8000/v1.3 68f4ddaf8aaa60d33df0e800
+
+With --webhook-port, a webhook endpoint runs beside the watcher: every verified
+delivery makes it poll at once, so polling only backs it up (the intervals then
+default to 30 and 600 s). Register the public URL that leads to
+POST /webhooks/twelvelabs on that port in the TwelveLabs dashboard.
+  TWELVELABS_WEBHOOK_SECRET=... asyncbatch watch --all-active --webhook-port 8080
+  asyncbatch watch --webhook-port 8080 --webhook-host 0.0.0.0 \
+      --webhook-secret "$SECRET" 68f4ddaf8aaa60d33df0e800
 """,
     "results": """\
 examples:
@@ -161,9 +177,27 @@ examples:
 Serves a simulated batch API on HOST:PORT until Ctrl-C. Point the other
 commands at the URL it prints, with the same API key.
 
+With --webhook-url (repeatable) it also POSTs signed webhooks there when an
+item ends (analyze.task.ready / analyze.task.failed) and when a batch ends
+(analyze.batch.completed, .canceled or .expired), retrying failed deliveries.
+
 examples:
   asyncbatch simulate --port 8000 --api-key sim-key --time-scale 10
   TWELVELABS_API_KEY=sim-key asyncbatch list --base-url http://127.0.0.1:8000/v1.3
+  asyncbatch simulate --api-key sim-key --webhook-secret whsec \
+      --webhook-url http://127.0.0.1:8080/webhooks/twelvelabs
+""",
+    "webhook-verify": """\
+Checks one captured webhook delivery: its raw body (FILE, or standard input)
+and its TL-Signature header. Prints the event as JSON and exits 0 when the
+signature and timestamp hold; otherwise one error line and exit status 1.
+A delivery captured earlier than --tolerance seconds ago needs --now set to
+about when it was sent. The secret is never printed.
+
+examples:
+  asyncbatch webhook-verify --secret "$SECRET" --signature "t=1784544000,v1=0f59..." < body.json
+  TWELVELABS_WEBHOOK_SECRET=... asyncbatch webhook-verify --signature "$HEADER" body.json
+  asyncbatch webhook-verify --signature "$HEADER" --now 1784544000 body.json | jq .data
 """,
     "demo": """\
 Starts a simulator in this process (its API key is made up, none is needed),
@@ -198,16 +232,14 @@ def _add_watch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--interval",
         type=_positive_float,
-        default=5.0,
         metavar="S",
-        help="seconds between polls of a batch that is moving (default: 5)",
+        help="seconds between polls of a batch that is moving (default: 5; 30 with webhooks)",
     )
     group.add_argument(
         "--max-interval",
         type=_positive_float,
-        default=60.0,
         metavar="S",
-        help="longest wait between polls of an idle batch (default: 60)",
+        help="longest wait between polls of an idle batch (default: 60; 600 with webhooks)",
     )
     group.add_argument(
         "--deadline",
@@ -246,6 +278,7 @@ def _view_options(parser: argparse.ArgumentParser) -> None:
 def _subparser(
     commands: argparse._SubParsersAction[_Parser], name: str, summary: str
 ) -> argparse.ArgumentParser:
+    """A subcommand's parser; every one but ``webhook-verify`` talks to the API."""
     parser = commands.add_parser(
         name,
         help=summary,
@@ -253,7 +286,8 @@ def _subparser(
         epilog=_EXAMPLES[name] + "\n" + _EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(parser)
+    if name != "webhook-verify":
+        _common(parser)
     return parser
 
 
@@ -305,6 +339,24 @@ def _watch(parser: argparse.ArgumentParser) -> None:
     )
     _view_options(parser)
     _add_watch_options(parser)
+    group = parser.add_argument_group("webhooks")
+    group.add_argument(
+        "--webhook-port",
+        type=_port,
+        metavar="PORT",
+        help="receive TwelveLabs webhooks on this port beside the watcher (0: any free one)",
+    )
+    group.add_argument(
+        "--webhook-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the webhook endpoint binds (default: 127.0.0.1)",
+    )
+    group.add_argument(
+        "--webhook-secret",
+        metavar="SECRET",
+        help="the endpoint's secret (default: $TWELVELABS_WEBHOOK_SECRET); never printed",
+    )
 
 
 def _results(parser: argparse.ArgumentParser) -> None:
@@ -352,6 +404,55 @@ def _simulate(parser: argparse.ArgumentParser) -> None:
     )
     for flag, kind, default, metavar, text in numbers:
         parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
+    group = parser.add_argument_group("webhooks")
+    group.add_argument(
+        "--webhook-url",
+        action="append",
+        default=[],
+        type=_webhook_url,
+        metavar="URL",
+        help="POST signed webhooks to URL (repeat for several)",
+    )
+    group.add_argument(
+        "--webhook-secret",
+        metavar="SECRET",
+        help="secret to sign them with (default: $TWELVELABS_WEBHOOK_SECRET); never printed",
+    )
+    group.add_argument(
+        "--webhook-fault-rate",
+        type=_rate,
+        default=0.0,
+        metavar="F",
+        help="fraction of deliveries with a bad signature or stale timestamp, and of "
+        "duplicates (default: 0)",
+    )
+
+
+def _webhook_verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", nargs="?", default="-", metavar="FILE", help="the raw body (default: stdin)"
+    )
+    parser.add_argument(
+        "--signature", required=True, metavar="HEADER", help="the TL-Signature header's value"
+    )
+    parser.add_argument(
+        "--secret",
+        metavar="SECRET",
+        help="the endpoint's secret (default: $TWELVELABS_WEBHOOK_SECRET); never printed",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=_non_negative_float,
+        default=300.0,
+        metavar="S",
+        help="seconds the timestamp may be off (default: 300)",
+    )
+    parser.add_argument(
+        "--now",
+        type=_non_negative_float,
+        metavar="UNIX",
+        help="check the timestamp against this Unix time instead of the system clock",
+    )
 
 
 def _demo(parser: argparse.ArgumentParser) -> None:
@@ -376,6 +477,7 @@ _COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...
     ("create", "create a batch from a file of requests", _create),
     ("simulate", "serve a simulated batch API until Ctrl-C", _simulate),
     ("demo", "watch a few simulated batches live, no API key needed", _demo),
+    ("webhook-verify", "check a captured webhook delivery's signature", _webhook_verify),
 )
 
 

@@ -142,6 +142,9 @@ async def simulate_command(args: argparse.Namespace, streams: Streams, api_key: 
         fault_rate=args.fault_rate,
         expire_after=args.expire_after,
         time_scale=args.time_scale,
+        webhook_urls=tuple(args.webhook_url),
+        webhook_secret=args.webhook_secret,
+        webhook_fault_rate=args.webhook_fault_rate,
     )
 
     def ready(simulator: Simulator) -> None:
@@ -151,6 +154,8 @@ async def simulate_command(args: argparse.Namespace, streams: Streams, api_key: 
             f"{simulator.base_url} (or $TWELVELABS_BASE_URL) and the same API key. "
             "Ctrl-C stops it."
         )
+        for url in config.webhook_urls:
+            streams.note(f"simulate: sending signed webhooks to {url}")
 
     try:
         await serve(config, ready=ready)

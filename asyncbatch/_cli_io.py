@@ -52,13 +52,18 @@ class Streams:
         return text
 
 
+SECRET_FLAGS = ("--api-key", "--secret", "--webhook-secret")
+"""Options whose values are secrets: the API key and webhook secrets."""
+
+
 def argv_secrets(argv: Iterable[str]) -> list[str]:
-    """The values given to ``--api-key`` anywhere in ``argv``, even where argparse rejects them."""
+    """The values of every `SECRET_FLAGS` option in ``argv``, even where argparse rejects them."""
     found: list[str] = []
     args = list(argv)
     for index, arg in enumerate(args):
-        if arg == "--api-key" and index + 1 < len(args):
-            found.append(args[index + 1])
-        elif arg.startswith("--api-key="):
-            found.append(arg.removeprefix("--api-key="))
+        for flag in SECRET_FLAGS:
+            if arg == flag and index + 1 < len(args):
+                found.append(args[index + 1])
+            elif arg.startswith(flag + "="):
+                found.append(arg.removeprefix(flag + "="))
     return found

@@ -4,13 +4,15 @@
 each event into a `Board` and the chosen view, redraws a live view a few
 times a second in between, calls an optional hook per event (the demo cancels
 a batch from it), and shows the summary at the end, also when interrupted.
+With ``--webhook-port``, ``watch`` runs a webhook endpoint around it and
+attaches the watcher to it (`_cli_webhooks`).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from typing import Any, cast
 
 import anyio
@@ -18,6 +20,7 @@ import anyio
 from ._cli_board import Board, Row
 from ._cli_io import CommandError, Streams
 from ._cli_view import REFRESH_SECONDS, View, make_view
+from ._cli_webhooks import WEBHOOK_INTERVAL, WEBHOOK_MAX_INTERVAL, webhook_endpoint
 from ._client import Client
 from ._events import Event
 from ._models import ACTIVE_STATUSES, Batch
@@ -27,10 +30,16 @@ EventHook = Callable[[Event, Row], Awaitable[None]]
 
 
 def watch_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The `Watcher` options the command line exposes, from parsed arguments."""
+    """The `Watcher` options the command line exposes, from parsed arguments.
+
+    With webhooks on, the intervals not given default to the safety net's.
+    """
+    webhooks = getattr(args, "webhook_port", None) is not None
+    interval = args.interval or (WEBHOOK_INTERVAL if webhooks else 5.0)
+    max_interval = args.max_interval or (WEBHOOK_MAX_INTERVAL if webhooks else 60.0)
     return {
-        "min_interval": min(args.interval, args.max_interval),
-        "max_interval": args.max_interval,
+        "min_interval": min(interval, max_interval),
+        "max_interval": max_interval,
         "deadline": args.deadline,
         "max_concurrency": args.concurrency,
         "max_failures": args.max_failures,
@@ -49,8 +58,15 @@ async def watch_command(client: Client, args: argparse.Namespace, streams: Strea
             return 0
     if not batch_ids:
         raise CommandError("watch: give at least one batch ID, or --all-active", 2)
-    view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)
-    board = await follow(client, batch_ids, view, watch_options(args))
+    async with AsyncExitStack() as stack:
+        on_watcher = None
+        if args.webhook_port is not None:  # _cli.run resolved the secret already
+            server = await stack.enter_async_context(
+                webhook_endpoint(args, streams, args.webhook_clock)
+            )
+            on_watcher = server.receiver.attach
+        view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)
+        board = await follow(client, batch_ids, view, watch_options(args), on_watcher=on_watcher)
     return report_exit(board, streams)
 
 
@@ -69,8 +85,12 @@ async def follow(
     options: dict[str, Any],
     *,
     on_event: EventHook | None = None,
+    on_watcher: Callable[[Watcher], object] | None = None,
 ) -> Board:
-    """Watch ``batch_ids`` to the end through ``view``; returns the final board."""
+    """Watch ``batch_ids`` to the end through ``view``; returns the final board.
+
+    ``on_watcher`` is given the watcher before it starts (a webhook receiver attaches it).
+    """
     board = Board()
     for batch_id in batch_ids:
         board.add(batch_id)
@@ -82,7 +102,10 @@ async def follow(
             if view.live:
                 ticker.start_soon(_redraw, view, board)
             try:
-                await _consume(client.watch(batch_ids, **options), view, board, on_event)
+                watcher = client.watch(batch_ids, **options)
+                if on_watcher is not None:
+                    on_watcher(watcher)
+                await _consume(watcher, view, board, on_event)
             except Exception as exc:  # re-raised below, outside the group, unwrapped
                 failure = exc
             ticker.cancel_scope.cancel()

@@ -211,12 +211,14 @@ class Simulator:
             await self._webhooks.open()
 
     async def aclose(self) -> None:
-        """Stop serving and close every connection. Idempotent."""
+        """Stop serving and close every connection. Idempotent, and complete even when cancelled."""
         runner, self._runner = self._runner, None
-        if self._webhooks is not None:
-            await self._webhooks.close()
-        if runner is not None:
-            await runner.cleanup()
+        # Shielded: `serve` ends by cancellation, and its sockets must still be closed.
+        with anyio.CancelScope(shield=True):
+            if self._webhooks is not None:
+                await self._webhooks.close()
+            if runner is not None:
+                await runner.cleanup()
 
     async def __aenter__(self) -> Self:
         await self.start()
