@@ -53,6 +53,16 @@ def redis_server() -> Iterator[str]:
     """A running server's URL, ``redis://127.0.0.1:PORT/0``; stopped on exit."""
     executable = redis_server_path()
     with tempfile.TemporaryDirectory(prefix="asyncbatch-redis-") as workdir:
+        process, port = _start(executable, workdir)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            stop(process)
+
+
+def _start(executable: str, workdir: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start on a free port; again on another if someone took it between probe and bind."""
+    for attempt in range(3):
         port = _free_port()
         args = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--dir", workdir, "--logfile", ""]
@@ -61,9 +71,13 @@ def redis_server() -> Iterator[str]:
         )
         try:
             _wait_until_ready(process, port)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
+        except RuntimeError:
             stop(process)
+            if attempt == 2:
+                raise
+        else:
+            return process, port
+    raise AssertionError("unreachable")
 
 
 def _wait_until_ready(process: subprocess.Popen[bytes], port: int) -> None:

@@ -15,6 +15,7 @@ from asyncbatch import Client, EventKind, StoredBatch
 from asyncbatch._state_url import open_state
 from asyncbatch.redis import RedisStore, progress
 from asyncbatch.testing import Simulator
+from benchmarks import store_overhead
 from tests._redis_server import redis_server
 from tests.test_store_sqlite import same_as_memory_store, snapshot
 
@@ -158,3 +159,21 @@ def test_redis_state_url_opens_store_gate_and_leases(redis_url: str) -> None:
             assert await client.hget(f"{prefix}lease:a", "owner") == b"me"
 
     anyio.run(scenario)
+
+
+def test_store_overhead_benchmark_measures_every_store_and_cleans_up(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks.store_overhead runs at tiny sizes, covers each store, and leaves no keys."""
+    rows = store_overhead.main(
+        ["--calls", "3", "--repeats", "1", "--batches", "4", "--redis", redis_url]
+    )
+    assert {row[0] for row in rows} == {"memory", "sqlite FULL", "sqlite NORMAL", "redis"}
+    assert all(float(row[2]) > 0 for row in rows)
+    assert "| redis         | leases claim |" in capsys.readouterr().out
+
+    async def leftover() -> list[bytes]:
+        async with connected(redis_url) as client:
+            return [key async for key in client.scan_iter(match="asyncbatch-bench:*")]
+
+    assert anyio.run(leftover) == []
