@@ -49,6 +49,7 @@ from ._models import (
 from ._results import ResultStream
 from ._retry import RetryPolicy
 from ._store import MemoryStore, StateStore, StoredBatch
+from ._store_sqlite import SQLiteStore
 from ._tracker import Strategy
 from ._version import __version__
 from ._watcher import Watcher, WatcherStatistics
@@ -94,6 +95,7 @@ __all__ = [
     "ResultItem",
     "ResultStream",
     "RetryPolicy",
+    "SQLiteStore",
     "ServerError",
     "StateStore",
     "StoredBatch",

@@ -320,6 +320,8 @@ class Watcher:
                 raise StopAsyncIteration from None
             self._space.set()
             if isinstance(item, Event):
+                if not self._holds(item.batch_id):
+                    continue  # the lease moved on: the new holder reports it from the store
                 if self._auto_ack:
                     self._unacked = item
                 return item
@@ -519,6 +521,11 @@ class Watcher:
             for record in records.values():
                 if not record.final:
                     self._tracker.add(record.batch_id, now, last=record.snapshot)
+        for state in list(self._tracker.open_states()):
+            kept = records.get(state.batch_id)
+            if kept is not None and kept.final and state.batch_id not in self._held:
+                # Another replica delivered this batch's end and it was acknowledged.
+                self._tracker.reset(state.batch_id, now, last=kept.snapshot, final=True)
         wanted = [s.batch_id for s in self._tracker.open_states()]
         held = await self._leases.claim(wanted + sorted(self._held - set(wanted)))
         for batch_id in sorted(held - self._held):
