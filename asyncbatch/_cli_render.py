@@ -62,7 +62,7 @@ def struct_json(value: msgspec.Struct) -> dict[str, Any]:
 def _without_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):  # msgspec keeps tuple fields (webhooks[]) as tuples
         return [_without_none(v) for v in value]
     return value
 

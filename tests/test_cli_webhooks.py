@@ -224,3 +224,19 @@ async def test_serve_delivers_signed_webhooks_that_a_default_receiver_accepts() 
         group.cancel_scope.cancel()
     assert types == ["analyze.task.ready", "analyze.task.ready", "analyze.batch.completed"]
     assert server.receiver.statistics().rejected == 0
+
+
+async def test_status_json_shows_the_webhook_record_as_the_api_sends_it() -> None:
+    """A delivered record in ``status --json`` has no ``last_error`` key, as in the API's body."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhooks/twelvelabs"
+    async with Simulator(
+        api_key=KEY, seed=8, item_seconds=10.0, webhook_urls=[url], webhook_secret=SECRET
+    ) as sim:
+        async with serve_webhooks(None, secret=SECRET, port=port, clock=sim.unix_now):
+            batch_id = sim.create_batch(1)["batch_id"]
+            await anyio.sleep(60)
+            await sim.webhooks_settled()
+        outcome = await cli("status", "--json", batch_id, base_url=sim.base_url)
+    (batch,) = outcome.json_lines()
+    assert batch["webhooks"] == [{"url": url, "delivered": True, "attempts": 1}]
