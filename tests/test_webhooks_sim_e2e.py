@@ -148,3 +148,12 @@ async def test_leaving_the_block_stops_the_delivery_task() -> None:
     await anyio.sleep(HOUR)
     assert received == []
     assert sim.webhook_log == []
+
+
+async def test_aclose_inside_the_block_stops_deliveries_without_an_error() -> None:
+    """Closing the simulator early (aclose) ends the delivery task quietly; the block exits clean."""
+    async with delivering(item_seconds=10.0) as (sim, _, received):
+        sim.create_batch(2)
+        await sim.aclose()
+        await anyio.sleep(HOUR)
+    assert received == []

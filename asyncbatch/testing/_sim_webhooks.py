@@ -153,8 +153,8 @@ class WebhookSender:
             return posts[0]
 
     async def run(self, rate: float | None) -> None:
-        """Deliver whatever falls due, for ever (until cancelled)."""
-        while True:
+        """Deliver whatever falls due, until cancelled or the session is closed (`close`)."""
+        while self._session is not None:
             # A fresh event before delivering: a change made while we send still wakes us.
             self._changed = anyio.Event()
             await self.deliver_due()

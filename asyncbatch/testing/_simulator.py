@@ -152,15 +152,9 @@ class Simulator:
             webhook_urls,
             webhook_secret,
             webhook_faults or WebhookFaults(),
-            Outbox(
-                urls=tuple(webhook_urls),
-                lifecycle=lifecycle,
-                stamp=lambda: 0.0,  # replaced below, once the stamp clock is known
-                attempts=webhook_attempts,
-                backoff=webhook_backoff,
-                seed=seed,
-            ),
             webhook_clock,
+            attempts=webhook_attempts,
+            backoff=webhook_backoff,
         )
 
     def _webhook_sender(
@@ -168,9 +162,12 @@ class Simulator:
         urls: Sequence[str],
         secret: str | None,
         faults: WebhookFaults,
-        outbox: Outbox,
         clock: Clock | None,
+        *,
+        attempts: int,
+        backoff: float,
     ) -> WebhookSender | None:
+        """The sender for ``urls`` (None without any), wired into the account."""
         if not urls:
             return None
         if not secret:
@@ -180,7 +177,14 @@ class Simulator:
                 raise ValueError(f"a webhook URL must be http or https, got {url!r}")
         account = self._account
         stamp = clock or (lambda: account.unix(account.now()))
-        outbox.stamp = stamp
+        outbox = Outbox(
+            urls=tuple(urls),
+            lifecycle=account.lifecycle,
+            stamp=stamp,
+            attempts=attempts,
+            backoff=backoff,
+            seed=self.seed,
+        )
         account.webhook_records = outbox.batch_records
         sender = WebhookSender(
             outbox, account, secret=secret, faults=faults, seed=self.seed, stamp=stamp
