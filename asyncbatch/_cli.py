@@ -119,6 +119,8 @@ async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str
             args.webhook_secret = webhook_secret(args.webhook_secret, env, "simulate")
             streams.secrets.append(args.webhook_secret)
         return await simulate_command(args, streams, api_key)
+    if args.command == "watch" and args.webhook_port is None and args.webhook_secret:
+        raise CommandError("watch: --webhook-secret needs --webhook-port", EXIT_USAGE)
     if getattr(args, "webhook_port", None) is not None:  # watch with webhooks
         args.webhook_secret = webhook_secret(args.webhook_secret, env, "watch")
         streams.secrets.append(args.webhook_secret)

@@ -145,7 +145,7 @@ delivery makes it poll at once, so polling only backs it up (the intervals then
 default to 30 and 600 s). Register the public URL that leads to
 POST /webhooks/twelvelabs on that port in the TwelveLabs dashboard.
   TWELVELABS_WEBHOOK_SECRET=... asyncbatch watch --all-active --webhook-port 8080
-  asyncbatch watch --webhook-port 8080 --webhook-host 0.0.0.0 \
+  asyncbatch watch --webhook-port 8080 --webhook-host 0.0.0.0 \\
       --webhook-secret "$SECRET" 68f4ddaf8aaa60d33df0e800
 """,
     "results": """\
@@ -184,7 +184,7 @@ item ends (analyze.task.ready / analyze.task.failed) and when a batch ends
 examples:
   asyncbatch simulate --port 8000 --api-key sim-key --time-scale 10
   TWELVELABS_API_KEY=sim-key asyncbatch list --base-url http://127.0.0.1:8000/v1.3
-  asyncbatch simulate --api-key sim-key --webhook-secret whsec \
+  asyncbatch simulate --api-key sim-key --webhook-secret whsec \\
       --webhook-url http://127.0.0.1:8080/webhooks/twelvelabs
 """,
     "webhook-verify": """\

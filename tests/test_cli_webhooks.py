@@ -168,10 +168,14 @@ def _completed_at(sim: Simulator, batch_id: str) -> datetime:
 
 
 async def test_watch_with_a_webhook_port_needs_a_secret_and_a_free_port() -> None:
-    """No secret is a usage error before any request; a port in use is one error line."""
+    """No secret, or a secret without a port, is a usage error before any request; a port in
+    use is one error line."""
     missing = await cli("watch", "--webhook-port", "0", "0123456789abcdef01234567")
     assert missing.status == 2
     assert "--webhook-secret" in missing.error_line()
+    no_port = await cli("watch", "--webhook-secret", SECRET, "0123456789abcdef01234567")
+    assert no_port.status == 2
+    assert "needs --webhook-port" in no_port.error_line()
     async with serve_webhooks(None, secret=SECRET) as taken:
         argv = ("--webhook-port", str(taken.port), "--webhook-secret", SECRET)
         busy = await cli("watch", *argv, "0123456789abcdef01234567", base_url="http://127.0.0.1:9")

@@ -151,7 +151,7 @@ async def test_leaving_the_block_stops_the_delivery_task() -> None:
 
 
 async def test_aclose_inside_the_block_stops_deliveries_without_an_error() -> None:
-    """Closing the simulator early (aclose) ends the delivery task quietly; the block exits clean."""
+    """Closing the simulator early (aclose) ends the delivery task quietly; the block exits."""
     async with delivering(item_seconds=10.0) as (sim, _, received):
         sim.create_batch(2)
         await sim.aclose()
