@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import decode, poll_cpu
+from benchmarks import decode, latency, poll_cpu, request_cost, scale
 
 
 def _child_pids() -> set[int]:
@@ -22,11 +22,11 @@ def _child_pids() -> set[int]:
 
 
 def _table_rows(output: str) -> list[list[str]]:
-    """The cells of every Markdown data row in ``output`` (header and rule lines excluded)."""
-    lines = [line for line in output.splitlines() if line.startswith("| ")]
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-    headers = {tuple(row) for row in rows if any("µs" in c or "ns" in c for c in row)}
-    return [row for row in rows if tuple(row) not in headers]
+    """The cells of every Markdown data row in ``output``: not headers, not rules."""
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    headers = {lines[i - 1] for i, line in enumerate(lines) if line.startswith("|-")}
+    data = [line for line in lines if not line.startswith("|-") and line not in headers]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in data]
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
@@ -59,3 +59,38 @@ def test_decode_times_every_decoder_on_every_body(capsys: pytest.CaptureFixture[
     assert len(rows) == len(figures)
     assert all(row[4].endswith("x") for row in rows)
     assert {row[0] for row in rows if row[4] == "1.00x"} >= {decode.OURS}
+
+
+def test_request_cost_counts_every_strategy(capsys: pytest.CaptureFixture[str]) -> None:
+    """The request-cost benchmark runs each strategy to the end and prints one row for each."""
+    outcomes = request_cost.main(["--finished", "3", "--active", "2", "--items", "4"])
+    output = capsys.readouterr().out
+    assert [o.strategy for o in outcomes] == list(request_cost.STRATEGIES)
+    for outcome in outcomes:
+        assert outcome.first_look.total >= 1
+        assert outcome.kinds["done"] == 5  # every batch ended exactly once
+    rows = _table_rows(output)
+    assert [row[0] for row in rows if row[0] in request_cost.STRATEGIES] == [
+        "per_id",
+        "sweep",
+        "auto",
+    ]
+
+
+def test_scale_measures_every_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """The scale benchmark gives memory and CPU figures for each size, tracker and watcher."""
+    figures = scale.main(["--sizes", "20", "40", "--polls", "50"])
+    output = capsys.readouterr().out
+    assert [f.batches for f in figures] == [20, 40]
+    assert all(f.tracker_bytes > 0 and f.watcher_bytes > 0 for f in figures)
+    assert all(f.tracker_ns > 0 and f.watcher_ns > 0 for f in figures)
+    assert [row[0] for row in _table_rows(output)] == ["20", "40"]
+
+
+def test_latency_samples_every_setup(capsys: pytest.CaptureFixture[str]) -> None:
+    """The latency benchmark collects the asked samples for each setup, none negative."""
+    results = latency.main(["--samples", "3"])
+    output = capsys.readouterr().out
+    assert [r.setup for r in results] == list(latency.SETUPS)
+    assert all(len(r.latencies) == 3 and min(r.latencies) >= 0 for r in results)
+    assert len(_table_rows(output)) == len(latency.SETUPS)
