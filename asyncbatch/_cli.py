@@ -6,7 +6,9 @@ exits with its status. Expected failures (usage, a refused key, a missing
 batch, a conflict, an unreachable API) become one ``asyncbatch: error: ...``
 line on stderr and an exit status (see the ``--help`` epilog); only bugs give
 tracebacks. The API key and webhook secrets are never written anywhere:
-every line on stderr is scrubbed of them, whatever its source.
+every line on stderr is scrubbed of them, whatever its source. The
+``asyncbatch`` loggers' warnings become such lines too, or, under a live
+view, lines above its table (`_cli_logs`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import anyio
 from ._cli_args import HelpShown, UsageError, parse
 from ._cli_board import EXIT_FAILED, EXIT_USAGE
 from ._cli_io import CommandError, Streams, argv_secrets
+from ._cli_logs import relay_logs
 from ._cli_webhooks import SECRET_ENV_VAR, webhook_secret, webhook_verify_command
 from ._client import API_KEY_ENV_VARS, BASE_URL_ENV_VAR, DEFAULT_BASE_URL, Client, check_batch_id
 from ._errors import (
@@ -79,7 +82,8 @@ async def run(
         return EXIT_USAGE
     args.webhook_clock = webhook_clock
     try:
-        return await _dispatch(args, streams, env)
+        with relay_logs(streams):
+            return await _dispatch(args, streams, env)
     except (CommandError, AsyncBatchError, ValueError) as exc:
         message, status = _describe(exc, args)
         streams.error(message)

@@ -147,6 +147,18 @@ POST /webhooks/twelvelabs on that port in the TwelveLabs dashboard.
   TWELVELABS_WEBHOOK_SECRET=... asyncbatch watch --all-active --webhook-port 8080
   asyncbatch watch --webhook-port 8080 --webhook-host 0.0.0.0 \\
       --webhook-secret "$SECRET" 68f4ddaf8aaa60d33df0e800
+With --state, what was reported survives a restart: each event is acknowledged
+once its line is written, and the next run resumes every batch in the store
+that has not ended (add IDs to watch more), reports what changed meanwhile and
+never repeats a batch's end. --jsonl output is then delivered at least once.
+  asyncbatch watch --jsonl --state sqlite:///watch.db 68f4ddaf8aaa60d33df0e800 >> events.jsonl
+  asyncbatch watch --jsonl --state sqlite:///watch.db >> events.jsonl    # later: resume
+
+With --replica, run the same command on several hosts: each batch is polled by
+one replica, the fleet shares --rate, and a stopped replica's batches are taken
+over within about --lease seconds.
+  asyncbatch watch --jsonl --state redis://redis.internal:6379/0 --replica \\
+      --rate 5 --burst 5 --lease 15 --all-active
 """,
     "results": """\
 examples:
@@ -357,6 +369,58 @@ def _watch(parser: argparse.ArgumentParser) -> None:
         metavar="SECRET",
         help="the endpoint's secret (default: $TWELVELABS_WEBHOOK_SECRET); never printed",
     )
+    _state_options(parser)
+
+
+def _state_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("durable state and replicas")
+    group.add_argument(
+        "--state",
+        metavar="URL",
+        help="remember what was reported in memory://, sqlite:///PATH or redis://HOST:PORT/DB, "
+        "and resume every unfinished batch it holds",
+    )
+    group.add_argument(
+        "--replica",
+        action="store_true",
+        help="share the batches, the request budget and take-over with every replica on "
+        "the same redis:// --state; runs until --deadline or Ctrl-C",
+    )
+    group.add_argument(
+        "--owner",
+        metavar="NAME",
+        help="this replica's name, unique in the fleet (default: HOSTNAME-PID)",
+    )
+    group.add_argument(
+        "--lease",
+        type=_positive_float,
+        metavar="S",
+        help="seconds a replica holds a batch without renewing (default: 15); a stopped "
+        "replica's batches move on after about 4/3 of it",
+    )
+    group.add_argument(
+        "--rate",
+        type=_positive_float,
+        metavar="R",
+        help="requests per second at most (with --replica: of the whole fleet together)",
+    )
+    group.add_argument(
+        "--burst",
+        type=_positive_float,
+        metavar="N",
+        help="requests --rate allows at once (default: one second's worth)",
+    )
+
+
+def _check_watch(args: argparse.Namespace) -> None:
+    """Combinations argparse cannot express: replica options need --replica, and so on."""
+    if args.replica and args.state is None:
+        raise UsageError("watch: --replica needs --state redis://HOST:PORT/DB")
+    for flag, value in (("--owner", args.owner), ("--lease", args.lease)):
+        if value is not None and not args.replica:
+            raise UsageError(f"watch: {flag} only applies with --replica")
+    if args.burst is not None and args.rate is None:
+        raise UsageError("watch: --burst needs --rate")
 
 
 def _results(parser: argparse.ArgumentParser) -> None:
@@ -486,4 +550,7 @@ def parse(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> argparse.Names
     parser = build_parser()
     # argparse prints help and version to sys.stdout; send them where the caller wants.
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        return parser.parse_args(list(argv))
+        args = parser.parse_args(list(argv))
+    if args.command == "watch":
+        _check_watch(args)
+    return args

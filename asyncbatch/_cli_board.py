@@ -16,6 +16,7 @@ from ._cli_render import counts_text, duration_text, error_text, outcome_text
 from ._errors import AuthenticationError, PermissionDeniedError
 from ._events import Event, EventKind
 from ._models import Batch
+from ._store import StoredBatch
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,6 +34,8 @@ class Row:
     first_at: float | None = None
     first_processed: int = 0
     last_at: float | None = None
+    earlier: bool = False
+    """Its final event was delivered and acknowledged before this watch (a state store said so)."""
 
     def observe(self, event: Event, now: float) -> None:
         """Take in one event for this batch."""
@@ -87,7 +90,10 @@ class Row:
     def outcome(self) -> str:
         """How this batch ended, in a few words."""
         if self.final is EventKind.DONE and self.batch is not None:
-            return outcome_text(self.batch)
+            ended = outcome_text(self.batch)
+            return f"{ended} (reported earlier)" if self.earlier else ended
+        if self.earlier:
+            return "ended before this watch (its final event was reported earlier)"
         if self.final is EventKind.GONE:
             return "gone (no such batch: wrong ID, deleted, or past 30 days)"
         if self.final is EventKind.ERROR:
@@ -108,6 +114,18 @@ class Board:
     def add(self, batch_id: str) -> None:
         """Show a batch before any event for it arrived."""
         self.rows.setdefault(batch_id, Row(batch_id))
+
+    def restore(self, record: StoredBatch) -> None:
+        """Show a batch whose final event a state store says was already acknowledged.
+
+        The store keeps the last snapshot, not the event's kind: a terminal
+        snapshot was a ``done``; anything else ended as ``gone`` or ``error``.
+        """
+        row = self.rows.setdefault(record.batch_id, Row(record.batch_id))
+        row.batch = record.snapshot
+        terminal = record.snapshot is not None and record.snapshot.is_terminal
+        row.final = EventKind.DONE if terminal else EventKind.GONE
+        row.earlier = True
 
     def observe(self, event: Event, now: float) -> Row:
         """Take in one event; returns the batch's row."""

@@ -54,6 +54,9 @@ class View(Protocol):
     def finish(self, board: Board, elapsed: float) -> None:
         """Called once at the end: show the summary."""
 
+    def log(self, line: str) -> None:
+        """Show a log line; only a live view is given any (others leave them on stderr)."""
+
 
 class JsonlView:
     """One JSON object per event, flushed line by line for pipes."""
@@ -76,6 +79,9 @@ class JsonlView:
 
     def finish(self, board: Board, elapsed: float) -> None:
         """No summary: the exit status says how it went."""
+
+    def log(self, line: str) -> None:
+        """Never given any: log lines go to stderr, stdout stays JSON."""
 
 
 class PlainView:
@@ -101,6 +107,9 @@ class PlainView:
         """Write the summary."""
         for line in board.summary_lines(elapsed):
             self._write(line)
+
+    def log(self, line: str) -> None:
+        """Never given any: log lines go to stderr, apart from the event lines."""
 
     def _write(self, line: str) -> None:
         self._stream.write(line + "\n")
@@ -131,6 +140,7 @@ class LiveView:
         self._live: Live | None = None
         self._started_at = 0.0
         self._drawn_at = -math.inf
+        self._logged = 0
 
     def start(self, board: Board, now: float) -> None:
         """Open the live region."""
@@ -166,11 +176,18 @@ class LiveView:
         for line in board.summary_lines(elapsed):
             self._console.print(line, highlight=False, markup=False)
 
+    def log(self, line: str) -> None:
+        """Print a log line above the table (rich keeps the table below it) and count it."""
+        self._logged += 1
+        self._console.print(line, highlight=False, markup=False, style="yellow", soft_wrap=True)
+
     def _table(self, board: Board, now: float) -> Table:
         from rich.table import Table  # noqa: PLC0415 - rich is an optional extra
 
         elapsed = duration_text(now - self._started_at)
         title = f"asyncbatch watch: {len(board.rows)} batch(es), {elapsed}"
+        if self._logged:
+            title += f", {self._logged} log line(s) above"
         table = Table(title=title, title_justify="left", expand=False)
         for name, justify in _COLUMNS:
             table.add_column(name, justify=justify, no_wrap=True)
