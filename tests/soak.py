@@ -13,6 +13,7 @@ suite; the long one is a command (see docs/reliability.md)::
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import time
@@ -43,7 +44,7 @@ class SoakConfig:
     fault_rate: float = 0.3
     long_429_rate: float = 0.005
     long_retry_after: float = 600.0
-    requests_per_second: float = 10.0
+    requests_per_second: float | None = 10.0
     burst: float = 10.0
     strategy: str = "auto"
     item_seconds: float = 20.0
@@ -80,6 +81,8 @@ class SoakReport:
     @property
     def request_allowance(self) -> float:
         """The most requests the budget allows over the run: elapsed x rate + burst."""
+        if self.config.requests_per_second is None:
+            return math.inf
         return self.virtual_seconds * self.config.requests_per_second + self.config.burst
 
     def lines(self) -> list[str]:
@@ -260,7 +263,9 @@ def _parse(argv: Sequence[str]) -> SoakConfig:
     parser.add_argument("--fault-rate", type=float, default=defaults.fault_rate)
     parser.add_argument("--long-429-rate", type=float, default=defaults.long_429_rate)
     parser.add_argument("--long-retry-after", type=float, default=defaults.long_retry_after)
-    parser.add_argument("--rate", type=float, default=defaults.requests_per_second)
+    parser.add_argument(
+        "--rate", type=float, default=defaults.requests_per_second, help="0: no budget"
+    )
     parser.add_argument("--burst", type=float, default=defaults.burst)
     parser.add_argument("--strategy", choices=["auto", "per_id", "sweep"], default="auto")
     parser.add_argument("--item-seconds", type=float, default=defaults.item_seconds)
@@ -273,7 +278,7 @@ def _parse(argv: Sequence[str]) -> SoakConfig:
         fault_rate=args.fault_rate,
         long_429_rate=args.long_429_rate,
         long_retry_after=args.long_retry_after,
-        requests_per_second=args.rate,
+        requests_per_second=args.rate or None,
         burst=args.burst,
         strategy=args.strategy,
         item_seconds=args.item_seconds,
