@@ -85,7 +85,6 @@ async def test_leaving_or_cancelling_the_watcher_at_random_points() -> None:
                 else:
                     async with client.watch(ids, **FAST) as watcher:
                         await anyio.sleep(when)  # left without iterating
-                assert watcher.statistics().in_flight >= 0
         assert sim.stats.total_requests > 30
 
 

@@ -159,12 +159,12 @@ async def test_the_command_line_under_faults_prints_no_key(argv: tuple[str, ...]
     async with simulator(fault_rate=0.5, max_active=50) as sim:
         batch_id = sim.create_batch(2)["batch_id"]
         args = [a.format(id=batch_id) for a in argv]
-        for seed_offset in range(3):  # several runs, so different faults strike
-            sim_faults = sum(sim.stats.faults.values())
+        for run in range(3):  # the fault draws go on between runs, so each run fails differently
             outcome = await cli(*args, "--api-key", CLI_KEY, base_url=sim.base_url)
-            assert outcome.status in {0, 1, 3, 4}, (seed_offset, outcome)
+            # 0 or 1 (failed): never 2, which would mean the key or the usage was refused.
+            assert outcome.status in {0, 1}, (run, outcome)
             assert "Traceback" not in outcome.err
-            assert sum(sim.stats.faults.values()) >= sim_faults
+        assert sum(sim.stats.faults.values()) > 0
 
 
 @pytest.mark.parametrize(
