@@ -313,3 +313,22 @@ async def test_replica_on_redis_runs_until_its_deadline(redis_url: str) -> None:
     assert {e["batch_id"] for e in resumed} == {large}
     assert resumed[0]["kind"] != "seen"
     assert resumed[-1]["kind"] == "done"
+
+
+async def test_watch_help_explains_state_and_replicas() -> None:
+    """`watch --help` lists the durable options and shows a resume and a replica example."""
+    out, err = io.StringIO(), io.StringIO()
+    status = await run(["watch", "--help"], out, err, env={})
+    text = out.getvalue()
+    assert status == 0
+    for option in (
+        "--state URL",
+        "--replica",
+        "--owner NAME",
+        "--lease S",
+        "--rate R",
+        "--burst N",
+    ):
+        assert option in text
+    assert "asyncbatch watch --jsonl --state sqlite:///watch.db >> events.jsonl" in text
+    assert "--state redis://redis.internal:6379/0 --replica \\" in text
