@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 
+# The shortest wait `delay` names: a shorter one can vanish in the clock's float
+# rounding (now + delay == now), and a caller waiting for a token would spin.
+_MIN_WAIT = 1e-6
+
 
 class TokenBucket:
     """Allows ``rate`` requests per second on average and ``burst`` at once."""
@@ -24,7 +28,9 @@ class TokenBucket:
     def delay(self, now: float) -> float:
         """Seconds to wait before a token is available (0.0 when one is)."""
         self._refill(now)
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+        if self._tokens >= 1.0:
+            return 0.0
+        return max((1.0 - self._tokens) / self.rate, _MIN_WAIT)
 
     def take(self, now: float) -> bool:
         """Take a token if one is available."""

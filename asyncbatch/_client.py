@@ -64,7 +64,8 @@ def decode(decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
     """Decode ``body``; a body that breaks the schema raises `DecodeError` with a snippet."""
     try:
         return decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec checks UTF-8 only inside strings, and raises the codec's error there.
         raise DecodeError(f"{what}: {exc}", snippet=body[:200]) from None
 
 

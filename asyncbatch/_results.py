@@ -74,7 +74,7 @@ class ResultStream:
             raise
         try:
             return self._decoder.decode(line)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise DecodeError(
                 f"GET {self._path}: results line is not a valid item ({exc})",
                 snippet=line[:200],

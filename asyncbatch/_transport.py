@@ -290,12 +290,23 @@ class Transport:
 
 async def _read_body(response: aiohttp.ClientResponse, method: str, url: str) -> bytes:
     length = response.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise DecodeError(
-            f"{method} {url}: body of {length} bytes is over the {MAX_BODY_BYTES} byte limit",
-            snippet=b"",
-        )
-    return await response.read()
+    if length is not None:
+        # aiohttp reads no more than Content-Length: one check, then the fast path.
+        if length > MAX_BODY_BYTES:
+            raise _oversized(method, url, b"")
+        return await response.read()
+    body = bytearray()  # chunked: count what actually arrives
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _oversized(method, url, bytes(body[:_SNIPPET_BYTES]))
+    return bytes(body)
+
+
+def _oversized(method: str, url: str, snippet: bytes) -> DecodeError:
+    return DecodeError(
+        f"{method} {url}: body is over the {MAX_BODY_BYTES} byte limit", snippet=snippet
+    )
 
 
 def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:

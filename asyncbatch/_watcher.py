@@ -469,11 +469,21 @@ class Watcher:
 
     async def _sweep(self) -> list[Event]:
         self._counts["sweeps"] += 1
-        pages = self._client.batches.list(status=ACTIVE_STATUSES, retry=NO_RETRY)
+        pages = self._client.batches.list(
+            status=ACTIVE_STATUSES, page_limit=_PAGE_SIZE, retry=NO_RETRY
+        )
         snapshots: list[Batch] = []
         try:
             async with aclosing(cast(AsyncGenerator[Batch, None], pages)) as batches:
-                snapshots = [batch async for batch in batches]
+                while True:
+                    if snapshots and len(snapshots) % _PAGE_SIZE == 0:
+                        # A full page read: the next item may need another request,
+                        # which the budget must count like any other.
+                        await self._gate.acquire()
+                    try:
+                        snapshots.append(await anext(batches))
+                    except StopAsyncIteration:
+                        break
         except AsyncBatchError as exc:
             return await self._failed(SWEEP, exc)
         page_count = max(1, math.ceil(len(snapshots) / _PAGE_SIZE))

@@ -165,7 +165,6 @@ async def test_every_bad_body_is_a_decode_error_with_its_start(
     assert info.value.snippet == body[:200]
 
 
-@pytest.mark.xfail(strict=True, reason="invalid UTF-8 escapes _client.decode as UnicodeDecodeError")
 async def test_invalid_utf8_in_a_string_is_a_decode_error() -> None:
     """A body whose JSON string holds invalid UTF-8 is a DecodeError like any broken body."""
     body = json.dumps(_body("processing")).encode().replace(b"pegasus1.5", b"pegasus\xff\xfe")
@@ -175,9 +174,6 @@ async def test_invalid_utf8_in_a_string_is_a_decode_error() -> None:
             await client.batches.retrieve(BATCH_ID, retry=ONE_TRY)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="invalid UTF-8 in a results line escapes ResultStream as UnicodeDecodeError"
-)
 async def test_invalid_utf8_in_a_results_line_is_a_decode_error_naming_the_line() -> None:
     """A results line holding invalid UTF-8 raises DecodeError with its line number; the lines
     around it still arrive."""
@@ -194,9 +190,6 @@ async def test_invalid_utf8_in_a_results_line_is_a_decode_error_naming_the_line(
     assert info.value.line_number == 2
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a watcher crashes on UnicodeDecodeError instead of retrying the batch"
-)
 async def test_invalid_utf8_never_stops_the_watcher() -> None:
     """A batch whose status body holds invalid UTF-8 ends in `error` (DecodeError); the other
     batch is followed to its end."""
@@ -219,10 +212,6 @@ async def test_an_oversized_body_is_refused_before_reading_it() -> None:
             await client.batches.retrieve(BATCH_ID, retry=ONE_TRY)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_transport._read_body checks Content-Length only; a chunked body is read whole",
-)
 async def test_an_oversized_chunked_body_is_refused_too() -> None:
     """A body over the limit without Content-Length (chunked) is refused as well."""
     chunk = b"x" * (1024 * 1024)

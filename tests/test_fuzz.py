@@ -61,10 +61,6 @@ def _decodes_or_raises_decode_error(decoder: msgspec.json.Decoder[Any], body: by
         classify(value, value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="invalid UTF-8 inside a JSON string escapes decode() as UnicodeDecodeError",
-)
 @settings(max_examples=200, deadline=None)
 @given(body=st.binary(max_size=400))
 @example(body=b"[" * 100_000)
@@ -133,10 +129,6 @@ def test_retry_after_parses_to_a_finite_wait_or_none(headers: dict[str, str]) ->
     assert wait is None or (math.isfinite(wait) and wait >= 0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TokenBucket.delay can name a wait below the clock's resolution (now + delay == now)",
-)
 @settings(max_examples=200, deadline=None)
 @given(
     rate=st.floats(0.1, 1000.0),

@@ -14,40 +14,16 @@ import anyio
 import pytest
 
 from asyncbatch import Client, EventKind
-from asyncbatch._budget import TokenBucket
 from asyncbatch.testing import FaultKind, Simulator
 from tests.soak import KEY, SoakConfig, soak
 
 pytestmark = pytest.mark.anyio
 
 
-def _budget_can_stall() -> bool:
-    """Whether `TokenBucket` still names waits too short to move a clock (tests/test_fuzz.py).
-
-    Under virtual time such a wait never ends, so every budgeted watcher hangs;
-    the budgeted runs below stand down (xfail) until the bucket is fixed.
-    """
-    bucket = TokenBucket(10.0, 10.0, now=0.0)
-    now = 84.4421851525048
-    while bucket.take(now):
-        pass
-    for _ in range(3):
-        now += bucket.delay(now)
-        if bucket.take(now):
-            return False
-    return True
-
-
-def _needs_a_working_budget() -> None:
-    if _budget_can_stall():
-        pytest.xfail("TokenBucket.delay names sub-ulp waits: a budgeted watcher livelocks")
-
-
 @pytest.mark.parametrize("strategy", ["auto", "per_id"])
 async def test_fault_soak_keeps_every_guarantee(strategy: str) -> None:
     """200 batches under ~30% faults of every kind (and rare 600 s 429s): each ends once,
     matching the server, never backwards or twice, within the budget, with bounded state."""
-    _needs_a_working_budget()
     config = SoakConfig(batches=200, concurrent=40, strategy=strategy, seed=7)
     report = await soak(config)
     print("\n".join(report.lines()))
@@ -76,7 +52,6 @@ async def _simulated(**options: Any) -> AsyncIterator[tuple[Simulator, Client]]:
 async def test_budget_bounds_requests_when_polling_wants_more() -> None:
     """With 30 batches due every second and a budget of 2/s, requests stay within
     elapsed x rate + burst, and the budget is what limits them (it is used up)."""
-    _needs_a_working_budget()
     async with _simulated(item_seconds=10_000.0) as (sim, client):
         ids = [sim.create_batch(2)["batch_id"] for _ in range(30)]
         started = anyio.current_time()
@@ -91,13 +66,8 @@ async def test_budget_bounds_requests_when_polling_wants_more() -> None:
         assert sim.stats.total_requests >= 0.9 * allowance
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a list sweep spends one budget token however many pages it fetches (_watcher._sweep)",
-)
 async def test_budget_counts_every_page_of_a_sweep() -> None:
     """With 150 active batches a sweep takes 3 pages; each page is a request the budget counts."""
-    _needs_a_working_budget()
     async with _simulated(item_seconds=10_000.0) as (sim, client):
         ids = [sim.create_batch(2)["batch_id"] for _ in range(150)]
         started = anyio.current_time()
