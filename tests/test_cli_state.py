@@ -291,7 +291,7 @@ async def test_replica_on_redis_runs_until_its_deadline(redis_url: str) -> None:
         requests = sim.stats.total_requests
         client = Redis.from_url(redis_url, socket_timeout=None, socket_connect_timeout=None)
         try:
-            tokens = float(await client.hget(f"{prefix}gate:bucket", "tokens") or -1)  # type: ignore[misc]
+            tokens = float(await client.hget(f"{prefix}gate:bucket", "tokens") or -1)
             records = {r.batch_id: r for r in await RedisStore(client, prefix=prefix).load()}
             second = await cli(
                 "watch", "--jsonl", *FAST, "--state", state, *replica, "--owner", "replica-b",
