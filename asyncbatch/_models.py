@@ -22,6 +22,9 @@ import msgspec
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
+# Item counters: a negative count is a body that breaks the schema, not a value.
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
 BATCH_ID_PATTERN = re.compile(r"[0-9a-fA-F]{24}")
 
 
@@ -72,14 +75,14 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     analysis_mode: str
     model_name: str
-    total_items: int
+    total_items: Count
     created_at: AwareDatetime
     expires_at: AwareDatetime
-    queued_items: int = 0
-    processing_items: int = 0
-    ready_items: int = 0
-    failed_items: int = 0
-    canceled_items: int = 0
+    queued_items: Count = 0
+    processing_items: Count = 0
+    ready_items: Count = 0
+    failed_items: Count = 0
+    canceled_items: Count = 0
     completed_at: AwareDatetime | None = None
     canceled_at: AwareDatetime | None = None
     expired_at: AwareDatetime | None = None

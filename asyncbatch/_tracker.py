@@ -373,13 +373,18 @@ class Tracker:
         return [event]
 
     def _finish(self, state: BatchState, kind: EventKind, error: BaseException) -> Event:
-        self._close(state)
         if kind is EventKind.GONE:
-            return Event(kind, state.batch_id, None, state.last, error)
-        return Event(kind, state.batch_id, state.last, None, error)
+            event = Event(kind, state.batch_id, None, state.last, error)
+        else:
+            event = Event(kind, state.batch_id, state.last, None, error)
+        self._close(state)
+        return event
 
     def _close(self, state: BatchState) -> None:
+        # The final event carries the last snapshot; an ended batch keeps only a
+        # small tombstone, so a long-running service's memory grows slowly.
         state.final = True
+        state.last = None
         state.next_poll_at = math.inf
         self._open -= 1
 
