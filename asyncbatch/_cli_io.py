@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
+from urllib.parse import urlsplit
 
 PROG = "asyncbatch"
 
@@ -56,14 +57,31 @@ SECRET_FLAGS = ("--api-key", "--secret", "--webhook-secret")
 """Options whose values are secrets: the API key and webhook secrets."""
 
 
+URL_FLAGS = ("--state",)
+"""Options whose values are URLs that may carry a password (``redis://:PASSWORD@host``)."""
+
+
 def argv_secrets(argv: Iterable[str]) -> list[str]:
-    """The values of every `SECRET_FLAGS` option in ``argv``, even where argparse rejects them."""
+    """The values of every `SECRET_FLAGS` option in ``argv``, even where argparse rejects them,
+    and the passwords in the URLs of `URL_FLAGS` options."""
     found: list[str] = []
     args = list(argv)
     for index, arg in enumerate(args):
-        for flag in SECRET_FLAGS:
+        for flag in (*SECRET_FLAGS, *URL_FLAGS):
+            value = None
             if arg == flag and index + 1 < len(args):
-                found.append(args[index + 1])
+                value = args[index + 1]
             elif arg.startswith(flag + "="):
-                found.append(arg.removeprefix(flag + "="))
+                value = arg.removeprefix(flag + "=")
+            if value is not None and flag in URL_FLAGS:
+                value = _password(value)
+            if value:
+                found.append(value)
     return found
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:  # a malformed URL: the parser reports it, and it has no password
+        return None

@@ -337,3 +337,16 @@ async def test_watch_help_explains_state_and_replicas() -> None:
         assert option in text
     assert "asyncbatch watch --jsonl --state sqlite:///watch.db >> events.jsonl" in text
     assert "--state redis://redis.internal:6379/0 --replica \\" in text
+
+
+async def test_a_password_in_the_state_url_is_never_printed() -> None:
+    """A Redis password in --state appears nowhere, not even in the error for an unreachable
+    server (nothing listens on port 1)."""
+    password = "redis-pass-7f3a9c"
+    async with simulator() as sim:
+        batch_id = sim.create_batch(1)["batch_id"]
+        url = f"redis://:{password}@127.0.0.1:1/0"
+        outcome = await cli("watch", "--state", url, "--replica", batch_id, base_url=sim.base_url)
+    assert outcome.status == 1
+    assert "cannot read the state store redis://***@127.0.0.1:1/0" in outcome.error_line()
+    assert password not in outcome.out + outcome.err
