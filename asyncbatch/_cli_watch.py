@@ -95,7 +95,7 @@ def _initial_board(
 ) -> Board | None:
     """The rows to show from the start; None when a ``--state`` watch has nothing to do.
 
-    A replica starts empty: its rows appear as it takes batches over. Otherwise
+    A replica starts empty: a row appears with its first event for a batch it holds. Otherwise
     the board shows the IDs given, then the store's unfinished batches; an ID
     given whose end was already acknowledged is shown as such, and gets no event.
     """
