@@ -147,6 +147,7 @@ POST /webhooks/twelvelabs on that port in the TwelveLabs dashboard.
   TWELVELABS_WEBHOOK_SECRET=... asyncbatch watch --all-active --webhook-port 8080
   asyncbatch watch --webhook-port 8080 --webhook-host 0.0.0.0 \\
       --webhook-secret "$SECRET" 68f4ddaf8aaa60d33df0e800
+
 With --state, what was reported survives a restart: each event is acknowledged
 once its line is written, and the next run resumes every batch in the store
 that has not ended (add IDs to watch more), reports what changed meanwhile and
@@ -156,7 +157,7 @@ never repeats a batch's end. --jsonl output is then delivered at least once.
 
 With --replica, run the same command on several hosts: each batch is polled by
 one replica, the fleet shares --rate, and a stopped replica's batches are taken
-over within about --lease seconds.
+over within about 4/3 of --lease seconds. A replica runs until --deadline or Ctrl-C.
   asyncbatch watch --jsonl --state redis://redis.internal:6379/0 --replica \\
       --rate 5 --burst 5 --lease 15 --all-active
 """,
