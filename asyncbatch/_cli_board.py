@@ -110,6 +110,10 @@ class Board:
     """Every watched batch, in the order first heard of."""
 
     rows: dict[str, Row] = field(default_factory=dict)
+    replica: bool = False
+    """Watching as one of several replicas: a batch left without a final event was handed
+    over to another replica (a batch still held at the end gets one), so it is theirs to
+    report, and no failure here."""
 
     def add(self, batch_id: str) -> None:
         """Show a batch before any event for it arrived."""
@@ -134,13 +138,19 @@ class Board:
         return row
 
     def exit_status(self) -> int:
-        """0 when every batch succeeded, 2 when the key was refused, else 1."""
-        rows = list(self.rows.values())
+        """0 when every batch succeeded, 2 when the key was refused, else 1.
+
+        A replica answers for the batches it reported the end of, or gave up on.
+        """
+        rows = [row for row in self.rows.values() if not self._handed_over(row)]
         if any(row.auth_failed for row in rows):
             return EXIT_USAGE
         if rows and all(row.succeeded for row in rows):
             return EXIT_OK
         return EXIT_FAILED if rows else EXIT_OK
+
+    def _handed_over(self, row: Row) -> bool:
+        return self.replica and row.final is None
 
     def summary_lines(self, elapsed: float) -> list[str]:
         """The end-of-watch summary: one line per batch, then the totals."""
@@ -148,14 +158,17 @@ class Board:
         lines = [f"Summary: {len(rows)} batch(es) watched for {duration_text(elapsed)}"]
         for row in rows:
             counts = "" if row.batch is None else "  " + counts_text(row.batch)
-            lines.append(f"  {row.batch_id}  {row.outcome()}{counts}")
-        good = sum(row.succeeded for row in rows)
-        items = [row.batch for row in rows if row.batch is not None]
+            outcome = "handed over to another replica" if self._handed_over(row) else row.outcome()
+            lines.append(f"  {row.batch_id}  {outcome}{counts}")
+        mine = [row for row in rows if not self._handed_over(row)]
+        good = sum(row.succeeded for row in mine)
+        items = [row.batch for row in mine if row.batch is not None]
         ready = sum(b.ready_items for b in items)
         failed = sum(b.failed_items for b in items)
         canceled = sum(b.canceled_items for b in items)
+        moved = f" ({len(rows) - len(mine)} handed over)" if len(mine) < len(rows) else ""
         lines.append(
-            f"{good} of {len(rows)} batch(es) succeeded; items: {ready} ready, "
+            f"{good} of {len(mine)} batch(es) succeeded{moved}; items: {ready} ready, "
             f"{failed} failed, {canceled} canceled"
         )
         return lines

@@ -99,7 +99,7 @@ def _initial_board(
     the board shows the IDs given, then the store's unfinished batches; an ID
     given whose end was already acknowledged is shown as such, and gets no event.
     """
-    board = Board()
+    board = Board(replica=state is not None and state.owner is not None)
     if state is not None and state.owner is not None:
         streams.note(f"watch: replica {state.owner} on {state.shown}")
         return board

@@ -12,13 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from asyncbatch import Batch, Event, EventKind
 from asyncbatch._cli import run
+from asyncbatch._cli_board import Board
 from asyncbatch.redis import RedisStore
 from asyncbatch.testing import Simulator
 from tests._redis_server import redis_server
+from tests.test_cli_render import _batch
 from tests.test_cli_support import KEY, cli, simulator
 from tests.test_cli_webhooks import free_port
 
@@ -350,3 +354,31 @@ async def test_a_password_in_the_state_url_is_never_printed() -> None:
     assert outcome.status == 1
     assert "cannot read the state store redis://***@127.0.0.1:1/0" in outcome.error_line()
     assert password not in outcome.out + outcome.err
+
+
+def _snapshot(batch_id: str, status: str, ready: int) -> Batch:
+    return msgspec.structs.replace(_batch(status, total=4, ready_items=ready), batch_id=batch_id)
+
+
+def test_a_replica_answers_only_for_the_batches_it_ended_or_gave_up() -> None:
+    """A replica's board: a batch left without a final event went to another replica, so it
+    neither fails the exit status nor counts in the totals; a plain watch counts it open."""
+    ended, moved = "a" * 24, "b" * 24
+    events = [
+        Event(EventKind.SEEN, ended, _snapshot(ended, "processing", 1)),
+        Event(EventKind.SEEN, moved, _snapshot(moved, "processing", 2)),
+        Event(EventKind.DONE, ended, _snapshot(ended, "completed", 4)),
+    ]
+    boards = {replica: Board(replica=replica) for replica in (True, False)}
+    for board in boards.values():
+        for at, event in enumerate(events):
+            board.observe(event, float(at))
+    assert boards[True].exit_status() == 0
+    assert boards[False].exit_status() == 1
+    summary = boards[True].summary_lines(3.0)
+    assert f"  {moved}  handed over to another replica  2/4 done" in "\n".join(summary)
+    assert (
+        summary[-1]
+        == "1 of 1 batch(es) succeeded (1 handed over); items: 4 ready, 0 failed, 0 canceled"
+    )
+    assert "still open when the watch stopped" in "\n".join(boards[False].summary_lines(3.0))
