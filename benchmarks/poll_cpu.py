@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -80,7 +81,14 @@ async def _sdk(base_url: str) -> AsyncIterator[PollFn]:
     # The same httpx client the SDK builds by default (600 s timeout), passed in
     # so that we can close it: the SDK itself never does.
     async with httpx.AsyncClient(timeout=600.0) as http:
-        sdk = twelvelabs.AsyncTwelveLabs(api_key=API_KEY, base_url=base_url, httpx_client=http)
+        # AsyncTwelveLabs prefers $TWELVELABS_BASE_URL over its base_url argument:
+        # hide it while the client is built, or the SDK would poll somewhere else.
+        saved = os.environ.pop("TWELVELABS_BASE_URL", None)
+        try:
+            sdk = twelvelabs.AsyncTwelveLabs(api_key=API_KEY, base_url=base_url, httpx_client=http)
+        finally:
+            if saved is not None:
+                os.environ["TWELVELABS_BASE_URL"] = saved
         yield sdk.analyze_async.batches.retrieve
 
 
