@@ -67,7 +67,7 @@ from ._errors import (
     RateLimitError,
     WaitTimeoutError,
 )
-from ._events import Event
+from ._events import Event, EventKind
 from ._models import ACTIVE_STATUSES, Batch
 from ._retry import NO_RETRY, RETRYABLE_STATUSES
 from ._store import StateStore, StoredBatch
@@ -345,7 +345,10 @@ class Watcher:
         if self._store is None:
             return
         snapshot = event.batch if event.batch is not None else event.previous
-        record = StoredBatch(batch_id=event.batch_id, snapshot=snapshot, final=event.is_final)
+        # An `error` is this watcher giving up (deadline, auth, retries), not the
+        # batch ending: the batch stays resumable for the next watcher or replica.
+        final = event.is_final and event.kind is not EventKind.ERROR
+        record = StoredBatch(batch_id=event.batch_id, snapshot=snapshot, final=final)
         await self._store.acknowledge(record)
 
     async def _flush_store_updates(self) -> None:

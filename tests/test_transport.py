@@ -24,7 +24,7 @@ from asyncbatch import (
     RetryPolicy,
     ServerError,
 )
-from asyncbatch._transport import _Failure, _map_client_errors
+from asyncbatch._transport import _ClientErrors, _Failure
 from tests._server import (
     API_KEY,
     BATCH_ID,
@@ -322,7 +322,7 @@ def test_every_aiohttp_error_maps_to_an_asyncbatch_error(
 ) -> None:
     """Each aiohttp exception raised in the mapping boundary comes out as an asyncbatch error."""
     raised = _make(cls)
-    with pytest.raises(_Failure) as info, _map_client_errors("GET", "https://h/x", creates=creates):
+    with pytest.raises(_Failure) as info, _ClientErrors("GET", "https://h/x", creates=creates):
         raise raised
     mapped = info.value.error
     assert isinstance(mapped, AsyncBatchError)
@@ -343,7 +343,7 @@ def test_every_aiohttp_error_maps_to_an_asyncbatch_error(
 )
 def test_socket_errors_map_too(raised: BaseException) -> None:
     """Bare OSError and TimeoutError from the socket layer map as well."""
-    with pytest.raises(_Failure) as info, _map_client_errors("GET", "https://h/x", creates=False):
+    with pytest.raises(_Failure) as info, _ClientErrors("GET", "https://h/x", creates=False):
         raise raised
     assert isinstance(info.value.error, APIConnectionError)
 
@@ -357,7 +357,7 @@ def test_only_a_connect_failure_lets_create_retry() -> None:
         aiohttp.ServerDisconnectedError(),
         aiohttp.ClientPayloadError("cut"),
     ):
-        with pytest.raises(_Failure) as info, _map_client_errors("POST", "https://h", creates=True):
+        with pytest.raises(_Failure) as info, _ClientErrors("POST", "https://h", creates=True):
             raise raised
         outcomes[type(raised).__name__] = info.value.retryable
     assert outcomes == {
@@ -369,5 +369,5 @@ def test_only_a_connect_failure_lets_create_retry() -> None:
 
 def test_programmer_errors_pass_through_the_boundary() -> None:
     """Exceptions that are not network failures are not disguised as connection errors."""
-    with pytest.raises(KeyError), _map_client_errors("GET", "https://h/x", creates=False):
+    with pytest.raises(KeyError), _ClientErrors("GET", "https://h/x", creates=False):
         raise KeyError("bug")
