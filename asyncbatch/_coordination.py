@@ -70,6 +70,8 @@ class LocalGate:
         return f"<asyncbatch.LocalGate requests_per_second={self._rate}>"
 
     async def acquire(self) -> None:
+        if self._rate is None and self._paused_until == -float("inf"):
+            return  # the common case: no budget and never paused; skip the clock
         while True:
             # Loops, not single sleeps: another 429 may extend the pause meanwhile.
             while (pause := self._paused_until - anyio.current_time()) > 0:  # noqa: ASYNC110

@@ -1,23 +1,26 @@
 """The watcher: the IO driver around the `Tracker`.
 
 Theory of operation. ``async with Watcher(...)`` opens a task group that the
-``async with`` owns. In it, one scheduler task asks the tracker what is due,
-and starts one request task per due action, each holding a slot of an
-`anyio.CapacityLimiter` (``max_concurrency``) and passing a `RequestGate`
-(the budget and 429 pauses) right before it sends. Each request task feeds its outcome back into the
-tracker and appends the resulting events to a memory stream *synchronously*,
-so events leave in exactly the order the tracker produced them. The consumer's
-``async for`` reads that stream from outside the task group: nothing is ever
-yielded from inside it.
+``async with`` owns. In it, one scheduler task asks the tracker what is due and
+queues those actions for ``max_concurrency`` worker tasks, which is what
+bounds the requests in flight: a fixed pool, because spawning a task and
+taking a limiter slot per request cost more CPU than the request itself. A
+worker passes the `RequestGate` (the budget and 429 pauses) right before it
+sends, feeds the outcome back into the tracker and appends the resulting events
+to a memory stream *synchronously*, so events leave in exactly the order the
+tracker produced them. The consumer's ``async for`` reads that stream from
+outside the task group: nothing is ever yielded from inside it. The scheduler
+sleeps until the tracker's next due time and is woken early only when a worker,
+`add` or `refresh` makes something due sooner.
 
 Backpressure. The stream itself is unbounded so that appending never awaits
-(which would let another task's events overtake), but a request task does not
-give back its limiter slot until the stream holds fewer than ``buffer_size``
-events. A slow consumer therefore slows polling, and memory stays bounded by
-``buffer_size`` plus a few events per request in flight.
+(which would let another task's events overtake), but a worker takes no new
+action until the stream holds fewer than ``buffer_size`` events. A slow
+consumer therefore slows polling, and memory stays bounded by ``buffer_size``
+plus a few events per request in flight.
 
 Rate limits. A 429 pauses every request until its ``Retry-After`` has passed,
-however long; requests already waiting for a slot wait out the pause too, so
+however long; queued actions wait out the pause too, so
 none is sent while paused. Retries are the watcher's own (the client's retry
 policy is off for its requests): transient failures reschedule the batch with
 backoff and produce no event.
@@ -200,7 +203,9 @@ class Watcher:
         self._client = client
         self._tracker = Tracker(policy, strategy=Strategy(strategy), rng=random.Random(seed))
         self._pending_ids = list(dict.fromkeys(check_batch_id(b) for b in batch_ids))
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._workers = max_concurrency
+        self._received = 0
+        self._sleeping_until = -math.inf
         if gate is not None and requests_per_second is not None:
             raise ValueError("give requests_per_second to the gate, not to the watcher")
         self._gate = gate or LocalGate(requests_per_second, burst)
@@ -318,8 +323,9 @@ class Watcher:
                 if self._crash is not None:
                     raise self._crash from None
                 raise StopAsyncIteration from None
-            self._space.set()
             if isinstance(item, Event):
+                self._received += 1
+                self._space.set()
                 if not self._holds(item.batch_id):
                     continue  # the lease moved on: the new holder reports it from the store
                 if self._auto_ack:
@@ -371,7 +377,7 @@ class Watcher:
             raise RuntimeError("this watcher has stopped; start a new one")
         if self._tracker.add(batch_id, anyio.current_time()):
             self._store_updates.append((batch_id, True))
-            self._wakeup.set()
+            self._wake_if_sooner()
 
     def discard(self, batch_id: str) -> None:
         """Stop watching a batch, without an event. Unknown IDs are ignored."""
@@ -383,7 +389,6 @@ class Watcher:
         self._store_updates.append((batch_id, False))
         if self._send is not None and not self._ended:
             self._send.send_nowait(_NUDGE)
-            self._wakeup.set()
 
     def refresh(self, batch_id: str | None = None) -> None:
         """Poll one batch, or all open ones, as soon as the limits allow.
@@ -395,7 +400,7 @@ class Watcher:
             batch_id = check_batch_id(batch_id)
         if self._stage == "running":
             self._tracker.refresh(anyio.current_time(), batch_id)
-            self._wakeup.set()
+            self._wake_if_sooner()
 
     def statistics(self) -> WatcherStatistics:
         """The watcher's counters right now."""
@@ -413,10 +418,13 @@ class Watcher:
     # -- scheduler ----------------------------------------------------------------
 
     async def _run(self) -> None:
+        send, receive = anyio.create_memory_object_stream[Action](math.inf)
         try:
-            async with anyio.create_task_group() as requests:
-                await self._schedule(requests)
-                requests.cancel_scope.cancel()
+            async with anyio.create_task_group() as workers, send, receive:
+                for _ in range(self._workers):
+                    workers.start_soon(self._work, receive)
+                await self._schedule(send)
+                workers.cancel_scope.cancel()
         except Exception as exc:  # a bug: hand it to the consumer rather than lose it
             self._crash = exc
         finally:
@@ -424,7 +432,7 @@ class Watcher:
             if self._send is not None:
                 self._send.close()
 
-    async def _schedule(self, requests: TaskGroup) -> None:
+    async def _schedule(self, actions: MemoryObjectSendStream[Action]) -> None:
         while True:
             self._wakeup = anyio.Event()
             now = anyio.current_time()
@@ -432,35 +440,44 @@ class Watcher:
                 self._emit(self._tracker.give_up_all(WaitTimeoutError(self._deadline_message())))
                 return
             for action in self._tracker.due(now):
-                await self._start(requests, action)
+                actions.send_nowait(action)
             await self._sleep_until(self._tracker.next_wakeup())
 
     async def _sleep_until(self, wake_at: float | None) -> None:
         if self._deadline_at is not None:
             wake_at = self._deadline_at if wake_at is None else min(wake_at, self._deadline_at)
-        delay = math.inf if wake_at is None else max(0.0, wake_at - anyio.current_time())
+        self._sleeping_until = math.inf if wake_at is None else wake_at
+        delay = max(0.0, self._sleeping_until - anyio.current_time())
         with anyio.move_on_after(delay):
             await self._wakeup.wait()
+        self._sleeping_until = -math.inf
 
-    async def _start(self, requests: TaskGroup, action: Action) -> None:
-        slot = object()
-        await self._limiter.acquire_on_behalf_of(slot)
-        requests.start_soon(self._perform, action, slot)
+    def _wake_if_sooner(self) -> None:
+        """Wake the scheduler only if an outcome made something due before its alarm."""
+        wake_at = self._tracker.next_wakeup()
+        if wake_at is not None and wake_at < self._sleeping_until:
+            self._wakeup.set()
 
     # -- requests -----------------------------------------------------------------
 
-    async def _perform(self, action: Action, slot: object) -> None:
+    async def _work(self, actions: MemoryObjectReceiveStream[Action]) -> None:
+        async for action in actions:
+            # Room for events first: a slow consumer holds requests back.
+            await self._wait_for_space()
+            await self._perform(action)
+
+    async def _perform(self, action: Action) -> None:
         try:
             if action is not SWEEP and not self._holds(action):
                 self._tracker.skip(action, anyio.current_time() + self._lease_check_interval())
                 return
             await self._gate.acquire()
             events = await (self._sweep() if action is SWEEP else self._poll(action))
-            self._emit([e for e in events if self._holds(e.batch_id)])
-            await self._wait_for_space()
+            if self._leases is not None:
+                events = [e for e in events if e.batch_id in self._held]
+            self._emit(events)
         finally:
-            self._limiter.release_on_behalf_of(slot)
-            self._wakeup.set()
+            self._wake_if_sooner()
 
     async def _poll(self, batch_id: str) -> list[Event]:
         self._counts["polls"] += 1
@@ -548,7 +565,7 @@ class Watcher:
             if kept is not None:
                 self._tracker.reset(batch_id, now, last=kept.snapshot, final=kept.final)
         self._held = held
-        self._wakeup.set()
+        self._wake_if_sooner()
 
     async def _release_leases(self) -> None:
         if self._leases is None or not self._held:
@@ -568,7 +585,8 @@ class Watcher:
         self._counts["events"] += len(events)
 
     def _buffered(self) -> int:
-        return 0 if self._receive is None else self._receive.statistics().current_buffer_used
+        # Counted, not asked of the stream: this runs on every poll.
+        return self._counts["events"] - self._received
 
     async def _wait_for_space(self) -> None:
         while self._buffered() >= self._buffer_size:
