@@ -9,9 +9,8 @@ from (a missing batch among several) is handled here.
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
 from ._cli_create import load_create_body
 from ._cli_io import Streams
@@ -20,7 +19,6 @@ from ._cli_view import make_view
 from ._cli_watch import follow, report_exit, watch_options
 from ._client import Client
 from ._errors import NotFoundError
-from ._models import Batch
 
 
 async def status_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
@@ -41,7 +39,7 @@ async def list_command(client: Client, args: argparse.Namespace, streams: Stream
     """Print the account's batches, newest first, as filtered."""
     pages = client.batches.list(status=args.status, analysis_mode=args.mode)
     shown = 0
-    async with aclosing(cast(AsyncGenerator[Batch, None], pages)) as batches:
+    async with aclosing(pages) as batches:
         async for batch in batches:
             streams.out(json_text(batch_json(batch)) if args.json else batch_line(batch))
             shown += 1

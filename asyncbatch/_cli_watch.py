@@ -16,9 +16,9 @@ nothing: the next watch reports again what was not shown.
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
-from typing import Any, cast
+from typing import Any
 
 import anyio
 
@@ -30,7 +30,7 @@ from ._cli_view import REFRESH_SECONDS, View, make_view
 from ._cli_webhooks import WEBHOOK_INTERVAL, WEBHOOK_MAX_INTERVAL, webhook_endpoint
 from ._client import Client
 from ._events import Event, EventKind
-from ._models import ACTIVE_STATUSES, Batch
+from ._models import ACTIVE_STATUSES
 from ._watcher import Watcher
 
 EventHook = Callable[[Event, Row], Awaitable[None]]
@@ -65,7 +65,7 @@ async def watch_command(client: Client, args: argparse.Namespace, streams: Strea
     """
     batch_ids = list(dict.fromkeys(args.batch_ids))
     if args.all_active:
-        pages = cast(AsyncGenerator[Batch, None], client.batches.list(status=ACTIVE_STATUSES))
+        pages = client.batches.list(status=ACTIVE_STATUSES)
         async with aclosing(pages) as batches:
             batch_ids += [b.batch_id async for b in batches if b.batch_id not in batch_ids]
         if not batch_ids and args.state is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -174,7 +174,7 @@ class Batches:
         page_limit: int = MAX_PAGE_LIMIT,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         """Every batch of the account, newest first, fetched a page at a time as you iterate.
 
         ``status`` and ``analysis_mode`` filter (several values are OR-ed).

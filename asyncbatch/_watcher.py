@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self, cast
+from typing import TYPE_CHECKING, Final, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -247,8 +247,13 @@ class Watcher:
         now = anyio.current_time()
         if self._deadline is not None:
             self._deadline_at = now + self._deadline
-        await self._load_batches(now)
-        await self._claim_leases()
+        try:
+            await self._load_batches(now)
+            await self._claim_leases()
+        except BaseException:
+            self._stage = "closed"
+            self._close_streams()
+            raise
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._run)
@@ -260,7 +265,9 @@ class Watcher:
         """Track the initial batches, restored from the store where it knows them."""
         ids = list(self._pending_ids)
         if self._watch_active:
-            ids += [batch.batch_id async for batch in self._active_batches()]
+            pages = self._client.batches.list(status=ACTIVE_STATUSES)
+            async with aclosing(pages) as active:
+                ids += [batch.batch_id async for batch in active]
         records = {r.batch_id: r for r in await self._store.load()} if self._store else {}
         if self._resume:
             ids += [r.batch_id for r in records.values() if not r.final]
@@ -272,10 +279,6 @@ class Watcher:
                 self._tracker.add(batch_id, now, last=record.snapshot, final=record.final)
         if self._store is not None:
             await self._store.track(b for b in dict.fromkeys(ids) if b not in records)
-
-    def _active_batches(self) -> AsyncGenerator[Batch, None]:
-        pages = self._client.batches.list(status=ACTIVE_STATUSES)
-        return cast(AsyncGenerator[Batch, None], pages)
 
     async def __aexit__(
         self,
@@ -494,7 +497,7 @@ class Watcher:
         )
         snapshots: list[Batch] = []
         try:
-            async with aclosing(cast(AsyncGenerator[Batch, None], pages)) as batches:
+            async with aclosing(pages) as batches:
                 while True:
                     if snapshots and len(snapshots) % _PAGE_SIZE == 0:
                         # A full page read: the next item may need another request,

@@ -374,3 +374,14 @@ async def test_rate_limit_pauses_all_polling() -> None:
 def asyncbatch_json(batch: asyncbatch.Batch) -> dict[str, Any]:
     encoded: dict[str, Any] = msgspec.to_builtins(batch)
     return encoded
+
+
+async def test_failing_entry_raises_the_typed_error_and_cleans_up() -> None:
+    """If entering fails (watch_active with a refused key), the cause is raised as it is
+    and the watcher is closed: it cannot be iterated or entered again."""
+    async with running() as (sim, _), Client(api_key="wrong", base_url=sim.base_url) as client:
+        watcher = asyncbatch.Watcher(client, watch_active=True, min_interval=2.0)
+        with pytest.raises(AuthenticationError):
+            await watcher.__aenter__()
+        with pytest.raises(RuntimeError, match="only once"):
+            await watcher.__aenter__()

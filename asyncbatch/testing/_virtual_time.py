@@ -28,10 +28,15 @@ import selectors
 from collections.abc import Mapping
 from typing import Any
 
-# A short real wait before each jump: loopback delivery is synchronous on Linux,
-# so this is insurance against a peer that has not been scheduled yet, not a
-# source of timing. It bounds the real cost of a jump.
+# A short real wait before each jump: loopback delivery within this process is
+# synchronous on Linux, so this is insurance against a peer that has not been
+# scheduled yet, not a source of timing. It bounds the real cost of a jump.
 _GRACE_SECONDS = 0.0002
+# A jump this long is rare (a deadline, a socket timeout) and would skip a great
+# deal, so it first waits longer for real I/O: another process (a Redis server, a
+# worker thread) may be about to answer.
+_LONG_JUMP_SECONDS = 60.0
+_LONG_GRACE_SECONDS = 0.02
 
 
 class _JumpingSelector(selectors.BaseSelector):
@@ -57,7 +62,8 @@ class _JumpingSelector(selectors.BaseSelector):
         if timeout is None:
             # No timer at all: only I/O (or another thread) can wake us, so wait for real.
             return self._inner.select(None)
-        ready = self._inner.select(min(timeout, _GRACE_SECONDS))
+        grace = _LONG_GRACE_SECONDS if timeout > _LONG_JUMP_SECONDS else _GRACE_SECONDS
+        ready = self._inner.select(min(timeout, grace))
         if not ready:
             self._loop.advance(timeout)
         return ready
