@@ -15,10 +15,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 
 import pytest
+from redis.asyncio import Redis
 
 START_TIMEOUT = 10.0
 
@@ -103,3 +105,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     for pipe in (process.stdout, process.stderr):
         if pipe is not None:
             pipe.close()
+
+
+@asynccontextmanager
+async def connected(url: str) -> AsyncIterator[Redis]:
+    """A client of the test server, closed after. Without socket timeouts: on the virtual
+    clock a timeout is a timer the loop may jump to while Redis is answering."""
+    client = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=None)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def fresh_prefix() -> str:
+    """Keys of their own for each test, so tests share one server without a flush."""
+    return f"test:{uuid.uuid4().hex}:"

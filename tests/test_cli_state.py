@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from asyncbatch._cli import run
 from asyncbatch._cli_board import Board
 from asyncbatch.redis import RedisStore
 from asyncbatch.testing import Simulator
-from tests._redis_server import redis_server
 from tests.test_cli_render import _batch
 from tests.test_cli_support import KEY, cli, simulator
 from tests.test_cli_webhooks import free_port
@@ -268,12 +266,6 @@ async def test_live_view_shows_log_warnings_above_its_table() -> None:
     assert "log line(s) above" in out.getvalue()
     assert "webhook delivery refused" not in err
     assert "receiving webhooks at" in err  # said before the table appeared
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 def _redis_state(redis_url: str, prefix: str) -> str:

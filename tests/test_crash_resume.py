@@ -22,12 +22,11 @@ import os
 import random
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests._redis_server import redis_server, stop
+from tests._redis_server import stop
 from tests.replica_worker import (
     RunningClock,
     check_delivery,
@@ -42,12 +41,6 @@ from tests.replica_worker import (
 KILLS = int(os.environ.get("ASYNCBATCH_CRASH_KILLS", "5"))
 SEED = int(os.environ.get("ASYNCBATCH_CRASH_SEED", "20261129"))
 BATCHES = 6
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 def crash_and_resume(state_url: str, workdir: Path, seed: int) -> str:

@@ -7,9 +7,6 @@ lease expiry or a refill is a virtual sleep, and the assertions are exact.
 from __future__ import annotations
 
 import hashlib
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -19,33 +16,11 @@ from redis.asyncio import Redis
 from asyncbatch import Client, Event, RequestGate
 from asyncbatch.redis import RedisGate, RedisLeases, RedisStore
 from asyncbatch.testing import Simulator
-from tests._redis_server import redis_server
+from tests._redis_server import connected, fresh_prefix
 
 pytestmark = pytest.mark.anyio
 
 KEY = "sim-key"
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@asynccontextmanager
-async def connected(url: str) -> AsyncIterator[Redis]:
-    """A client of the test server, closed after. Without socket timeouts: on the virtual
-    clock a timeout is a timer the loop may jump to while Redis is answering."""
-    client = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=None)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-def fresh_prefix() -> str:
-    """Keys of their own for each test, so tests share one server without a flush."""
-    return f"test:{uuid.uuid4().hex}:"
 
 
 async def admitted_within(gates: list[RequestGate], seconds: float) -> list[float]:

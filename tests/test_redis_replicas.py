@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -18,7 +17,7 @@ import pytest
 from redis import Redis
 
 from asyncbatch._store import decode_record
-from tests._redis_server import redis_server, stop
+from tests._redis_server import stop
 from tests.replica_worker import (
     RunningClock,
     check_delivery,
@@ -33,12 +32,6 @@ from tests.replica_worker import (
 REPLICAS = ["r0", "r1", "r2"]
 LEASE = 1.0
 RATE, BURST = 5.0, 3.0  # below what three replicas would poll: the budget binds
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 class Fleet:

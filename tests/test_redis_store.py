@@ -2,49 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
-from redis.asyncio import Redis
 
 from asyncbatch import Client, EventKind, StoredBatch
 from asyncbatch._state_url import open_state
 from asyncbatch.redis import RedisStore, progress
 from asyncbatch.testing import Simulator
 from benchmarks import store_overhead
-from tests._redis_server import redis_server
+from tests._redis_server import connected, fresh_prefix
 from tests.test_store_sqlite import same_as_memory_store, snapshot
 
 pytestmark = pytest.mark.anyio
 
 KEY = "sim-key"
 FAST: dict[str, Any] = {"min_interval": 2.0, "max_interval": 20.0, "seed": 1}
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@asynccontextmanager
-async def connected(url: str) -> AsyncIterator[Redis]:
-    """A client of the test server, closed after. Without socket timeouts: on the virtual
-    clock a timeout is a timer the loop may jump to while Redis is answering."""
-    client = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=None)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-def fresh_prefix() -> str:
-    """Keys of their own for each test, so tests share one server without a flush."""
-    return f"test:{uuid.uuid4().hex}:"
 
 
 async def test_acknowledge_follows_the_supersedes_rule(redis_url: str) -> None:
