@@ -21,6 +21,7 @@ from ._errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    StateStoreError,
     WaitTimeoutError,
     WebhookVerificationError,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "SQLiteStore",
     "ServerError",
     "StateStore",
+    "StateStoreError",
     "StoredBatch",
     "Strategy",
     "TaskResult",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 from ._cli_board import EXIT_FAILED, EXIT_USAGE
 from ._cli_io import CommandError
+from ._errors import StateStoreError
 from ._state_url import OpenedState, _shown, open_state
 from ._store import StoredBatch
 
@@ -102,21 +102,7 @@ async def _records(opened: OpenedState, shown: str) -> list[StoredBatch]:
     """Everything the store holds; a store that cannot be read is one error line."""
     try:
         return await opened.store.load()
-    except (OSError, sqlite3.Error) as exc:
+    except StateStoreError as exc:
         raise CommandError(
             f"watch: cannot read the state store {shown}: {exc}", EXIT_FAILED
         ) from None
-    except Exception as exc:
-        if _is_redis_error(exc):
-            raise CommandError(
-                f"watch: cannot read the state store {shown}: {exc}", EXIT_FAILED
-            ) from None
-        raise
-
-
-def _is_redis_error(exc: Exception) -> bool:
-    try:
-        from redis.exceptions import RedisError  # noqa: PLC0415 - the redis extra is optional
-    except ImportError:
-        return False
-    return isinstance(exc, RedisError)

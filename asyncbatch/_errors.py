@@ -15,6 +15,7 @@ Everything the API or the network does to a call arrives under one root::
     │   └── APITimeoutError       a request or a call's deadline ran out (also a TimeoutError)
     ├── DecodeError               the body broke the schema (``snippet``, ``line_number``)
     ├── WaitTimeoutError          ``batches.wait()`` ran out of time (also a TimeoutError)
+    ├── StateStoreError           a state store (SQLite, Redis) failed; the cause is chained
     └── WebhookVerificationError  a webhook delivery failed verification
         └── WebhookPayloadError   (asyncbatch.webhooks) signed, but not a webhook event
 
@@ -149,6 +150,10 @@ class DecodeError(AsyncBatchError):
 
 class WaitTimeoutError(AsyncBatchError, TimeoutError):
     """``batches.wait()`` ran out of time before the batch ended."""
+
+
+class StateStoreError(AsyncBatchError):
+    """A state store, gate or lease backend (SQLite, Redis) failed; ``__cause__`` says how."""
 
 
 class WebhookVerificationError(AsyncBatchError):

@@ -28,6 +28,7 @@ from typing import Final, Literal, Self, TypeVar
 import anyio
 import anyio.to_thread
 
+from ._errors import StateStoreError
 from ._store import StoredBatch, decode_record, encode_record
 
 _T = TypeVar("_T")
@@ -109,7 +110,10 @@ class SQLiteStore:
         async with self._limiter:
             if self._closed:
                 raise RuntimeError("this SQLiteStore is closed")
-            return await anyio.to_thread.run_sync(self._run, work)
+            try:
+                return await anyio.to_thread.run_sync(self._run, work)
+            except (sqlite3.Error, OSError) as exc:
+                raise StateStoreError(f"SQLite state store {self.path}: {exc}") from exc
 
     def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._connection is None:

@@ -428,8 +428,8 @@ class Watcher:
                     workers.start_soon(self._work, receive)
                 await self._schedule(send)
                 workers.cancel_scope.cancel()
-        except Exception as exc:  # a bug: hand it to the consumer rather than lose it
-            self._crash = exc
+        except Exception as exc:  # a store failure or a bug: hand it to the consumer
+            self._crash = _unwrapped(exc)
         finally:
             self._ended = True
             if self._send is not None:
@@ -599,6 +599,13 @@ class Watcher:
 
     def _deadline_message(self) -> str:
         return f"the watcher's deadline of {self._deadline:g} s passed before the batch ended"
+
+
+def _unwrapped(error: Exception) -> Exception:
+    """The first real exception inside task-group wrapping: callers get typed errors."""
+    while isinstance(error, ExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
 
 
 def _is_fatal(error: AsyncBatchError) -> bool:

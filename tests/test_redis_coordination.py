@@ -7,13 +7,14 @@ lease expiry or a refill is a virtual sleep, and the assertions are exact.
 from __future__ import annotations
 
 import hashlib
+import socket
 from typing import Any
 
 import anyio
 import pytest
 from redis.asyncio import Redis
 
-from asyncbatch import Client, Event, RequestGate
+from asyncbatch import Client, Event, RequestGate, StateStoreError, Watcher
 from asyncbatch.redis import RedisGate, RedisLeases, RedisStore
 from asyncbatch.testing import Simulator
 from tests._redis_server import connected, fresh_prefix
@@ -198,3 +199,35 @@ async def test_replicas_split_batches_and_each_final_event_comes_once(redis_url:
                 group.cancel_scope.cancel()
     assert sorted(event.batch_id for _, event in finals) == sorted(ids)
     assert {name for name, _ in finals} == {"alice", "bob"}
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_an_unreachable_redis_is_a_typed_error_for_store_and_watcher() -> None:
+    """Redis refusing connections is a StateStoreError from the store, and reaches a
+    watcher's consumer as that error, not wrapped in an ExceptionGroup."""
+    client = Redis(host="127.0.0.1", port=_closed_port(), socket_timeout=None)
+    try:
+        with pytest.raises(StateStoreError, match="Redis"):
+            await RedisStore(client).load()
+        async with (
+            Simulator(api_key="k", seed=1) as sim,
+            Client(api_key="k", base_url=sim.base_url) as api,
+        ):
+            batch_id = sim.create_batch(1)["batch_id"]
+            gate = RedisGate(client, requests_per_second=5)
+            with pytest.raises(StateStoreError):
+                await _consume(api.watch([batch_id], gate=gate))
+    finally:
+        await client.aclose()
+
+
+async def _consume(watcher: Watcher) -> None:
+    async with watcher:
+        async for _ in watcher:
+            pass

@@ -11,7 +11,15 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncbatch import Batch, Client, EventKind, MemoryStore, StateStore, StoredBatch
+from asyncbatch import (
+    Batch,
+    Client,
+    EventKind,
+    MemoryStore,
+    StateStore,
+    StateStoreError,
+    StoredBatch,
+)
 from asyncbatch._state_url import open_state
 from asyncbatch._store_sqlite import SQLiteStore
 from asyncbatch.testing import Simulator
@@ -192,3 +200,14 @@ def test_malformed_state_urls_are_refused_without_showing_passwords(url: str) ->
     with pytest.raises(ValueError, match=r"sqlite|unsupported") as caught:
         open_state(url)
     assert "pw" not in str(caught.value)
+
+
+async def test_a_store_that_cannot_open_raises_state_store_error(tmp_path: Path) -> None:
+    """A path SQLite cannot open (a directory) is a StateStoreError with the cause chained."""
+    store = SQLiteStore(tmp_path)
+    try:
+        with pytest.raises(StateStoreError, match="SQLite state store") as info:
+            await store.load()
+        assert isinstance(info.value.__cause__, sqlite3.Error)
+    finally:
+        await store.aclose()
