@@ -23,22 +23,21 @@ from ._errors import ConflictError
 from ._events import Event, EventKind
 from .testing import ScaledClock, Simulator, SimulatorConfig, loop_clock, serve
 
-DEMO_BATCHES: tuple[tuple[str, int], ...] = (
-    ("trailers", 4),
-    ("lectures", 12),
-    ("interviews", 24),
-    ("archive", 40),
-    ("mistake", 30),
+DEMO_BATCHES: tuple[tuple[str, int, float], ...] = (
+    ("trailers", 4, 0.0),
+    ("lectures", 12, 0.0),
+    ("interviews", 24, 0.05),
+    ("archive", 40, 0.15),
+    ("mistake", 30, 0.0),
 )
-"""(name, items) of each demo batch; the one named ``mistake`` gets canceled."""
+"""(name, items, fraction of items whose asset fails) of each demo batch; the one named
+``mistake`` gets canceled."""
 
 CANCEL_AT = 0.25
 """The fraction of its items finished when the demo cancels the ``mistake`` batch."""
 
 ITEM_SECONDS = 20.0
 """Simulated seconds one item takes on average; at the default 10x, 2 s of wall time."""
-
-ITEM_FAILURE_RATE = 0.08
 
 _REAL_API_HINT = """\
 To do the same against the real API:
@@ -61,11 +60,11 @@ async def demo_command(args: argparse.Namespace, streams: Streams) -> int:
         clock=ScaledClock(scale, base=loop_clock),
         start=datetime.now(UTC),
         item_seconds=ITEM_SECONDS,
-        item_failure_rate=ITEM_FAILURE_RATE,
+        failing_assets=_failing_assets(),
     )
     async with simulator, Client(api_key=api_key, base_url=simulator.base_url) as client:
         streams.note(f"demo: a simulated batch API at {simulator.base_url}, {scale:g}x real time")
-        batch_ids = [await _create(client, name, size, streams) for name, size in DEMO_BATCHES]
+        batch_ids = [await _create(client, name, size, streams) for name, size, _ in DEMO_BATCHES]
         canceler = _Canceler(client, batch_ids[-1])
         view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)
         board = await follow(client, batch_ids, view, _demo_options(scale), on_event=canceler)
@@ -73,6 +72,15 @@ async def demo_command(args: argparse.Namespace, streams: Streams) -> int:
         streams.note(canceler.note)
     streams.note(_REAL_API_HINT)
     return 0 if _all_done(board) else 1
+
+
+def _failing_assets() -> set[str]:
+    """The assets that fail in each demo batch: its fraction of them, evenly spread."""
+    failing = set()
+    for name, size, fraction in DEMO_BATCHES:
+        count = round(size * fraction)
+        failing |= {f"{name}-{int((j + 0.5) * size / count)}" for j in range(count)}
+    return failing
 
 
 async def _create(client: Client, name: str, size: int, streams: Streams) -> str:

@@ -275,6 +275,26 @@ def test_missing_and_unready_assets_answer_404_and_409() -> None:
     assert sim.batch_ids() == []
 
 
+def test_failing_assets_fail_and_leave_the_other_items_as_the_seed_had_them() -> None:
+    """Items of assets named failing end `failed` (asset_unavailable); every other item keeps
+    the fate the same seed gives it without the option."""
+
+    def finished(**options: Any) -> list[dict[str, Any]]:
+        clock = ManualClock()
+        sim = _sim(clock, seed=5, item_failure_rate=0.3, **options)
+        batch_id = sim.create_batch([_request(i) for i in range(8)])["batch_id"]
+        _run_until_terminal(sim, clock, batch_id)
+        return sim.results(batch_id)
+
+    plain, named = finished(), finished(failing_assets={"asset-1", "asset-6"})
+    for index, (before, after) in enumerate(zip(plain, named, strict=True)):
+        if index in {1, 6}:
+            assert after["status"] == "failed"
+            assert after["error"]["code"] == "asset_unavailable"
+        else:
+            assert after == before
+
+
 def _body(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model_name": "pegasus1.5",

@@ -61,6 +61,7 @@ class Lifecycle:
     max_active: int = 5
     missing_assets: frozenset[str] = frozenset()
     unready_assets: frozenset[str] = frozenset()
+    failing_assets: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.item_seconds <= 0 or self.items_at_once < 1 or self.expire_after <= 0:
@@ -208,14 +209,19 @@ class BatchStore:
             start = heapq.heappop(slots)
             end = start + life.item_seconds * rng.uniform(0.5, 1.5)
             heapq.heappush(slots, end)
-            failed = rng.random() < life.item_failure_rate
+            # The draw happens for every item, so that naming failing assets does
+            # not change the fate of the others under the same seed.
+            drawn = rng.random() < life.item_failure_rate
+            failure = rng.choice(FAILURES) if drawn else None
+            if spec.asset_id in life.failing_assets:
+                failure = FAILURES[0]  # the asset could not be read
             plans.append(
                 ItemPlan(
                     task_id=self._new_id(),
                     spec=spec,
                     start=start,
                     end=end,
-                    failure=rng.choice(FAILURES) if failed else None,
+                    failure=failure,
                     output_tokens=rng.randint(40, 400),
                 )
             )

@@ -60,6 +60,7 @@ class Simulator:
         retention: seconds from creation until the batch is gone (the API: 30 days).
         max_active: active batches allowed per account (the API: 5).
         missing_assets: asset IDs that answer create with 404.
+        failing_assets: asset IDs whose items always end ``failed`` (asset_unavailable).
         unready_assets: asset IDs that answer create with 409.
         faults: `FaultRule` s, tried in order for every request.
         fault_rate: shorthand for one more rule with every kind at short
@@ -99,6 +100,7 @@ class Simulator:
         retention: float = 30 * 86_400.0,
         max_active: int = 5,
         missing_assets: Collection[str] = (),
+        failing_assets: Collection[str] = (),
         unready_assets: Collection[str] = (),
         faults: Sequence[FaultRule] = (),
         fault_rate: float = 0.0,
@@ -126,6 +128,7 @@ class Simulator:
             retention=retention,
             max_active=max_active,
             missing_assets=frozenset(missing_assets),
+            failing_assets=frozenset(failing_assets),
             unready_assets=frozenset(unready_assets),
         )
         self.seed = seed
