@@ -247,10 +247,10 @@ class ResponseFormat(
     segment_time_format: str | None = None
 
 
-class BatchDefaults(
+class _AnalysisOptions(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
-    """Options applied to every item unless the item sets its own (whole objects, not merged)."""
+    """The options a batch sets as defaults and each item may override (whole objects)."""
 
     prompt: Prompt | None = None
     response_format: ResponseFormat | None = None
@@ -262,21 +262,15 @@ class BatchDefaults(
     end_time: Seconds | None = None
 
 
-class BatchItemRequest(
-    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
-):
+class BatchDefaults(_AnalysisOptions, frozen=True, kw_only=True):
+    """Options applied to every item unless the item sets its own (whole objects, not merged)."""
+
+
+class BatchItemRequest(_AnalysisOptions, frozen=True, kw_only=True):
     """One request of a batch: a video plus optional per-item overrides."""
 
     video: VideoSource
     custom_id: CustomId | None = None
-    prompt: Prompt | None = None
-    response_format: ResponseFormat | None = None
-    temperature: Temperature | None = None
-    max_tokens: MaxTokens | None = None
-    min_segment_duration: SegmentDuration | None = None
-    max_segment_duration: SegmentDuration | None = None
-    start_time: Seconds | None = None
-    end_time: Seconds | None = None
 
 
 MAX_REQUESTS_PER_BATCH = 1000
