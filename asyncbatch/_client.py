@@ -164,7 +164,7 @@ class Batches:
         response = await self._transport.request(
             "GET", path, retry=retry, deadline=_deadline(timeout)
         )
-        return decode(batch_decoder, response.body, f"GET {path}")
+        return _same_batch(batch_id, response.body, f"GET {path}")
 
     async def list(
         self,
@@ -252,7 +252,7 @@ class Batches:
         response = await self._transport.request(
             "POST", path, retry=retry, deadline=_deadline(timeout)
         )
-        return decode(batch_decoder, response.body, f"POST {path}")
+        return _same_batch(batch_id, response.body, f"POST {path}")
 
     async def delete(
         self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
@@ -308,7 +308,22 @@ class Batches:
             timeout=timeout,
         )
         remaining = None if deadline is None else max(0.0, deadline - anyio.current_time())
+        if not BATCH_ID_PATTERN.fullmatch(created.batch_id):
+            # The batch exists (and is billed) but its ID cannot be polled safely:
+            # report it, with the ID, as the server's fault, not the caller's.
+            raise DecodeError(
+                "POST /analyze/batches created a batch whose ID is not 24 hex digits",
+                snippet=created.batch_id.encode()[:200],
+            )
         return await self.wait(created.batch_id, timeout=remaining, **watch_options)
+
+
+def _same_batch(batch_id: str, body: bytes, what: str) -> Batch:
+    """Decode a batch object and check that it is the batch that was asked for."""
+    batch = decode(batch_decoder, body, what)
+    if batch.batch_id != batch_id:
+        raise DecodeError(f"{what}: answered batch {batch.batch_id!r}", snippet=body[:200])
+    return batch
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -8,6 +8,7 @@ Everything the API or the network does to a call arrives under one root::
     │   ├── AuthenticationError   401
     │   ├── PermissionDeniedError 403
     │   ├── NotFoundError         404  (wrong ID, deleted, or older than 30 days)
+    │   ├── EndpointNotFoundError 404  without the API's error body: a wrong base URL
     │   ├── ConflictError         409  (``code`` names the state: batch_not_terminal, ...)
     │   ├── RateLimitError        429  (``retry_after``: seconds the server asks us to wait)
     │   └── ServerError           5xx
@@ -88,6 +89,21 @@ class PermissionDeniedError(APIStatusError):
 
 class NotFoundError(APIStatusError):
     """404: no such batch (wrong ID, deleted, or past its 30 days)."""
+
+
+class EndpointNotFoundError(APIStatusError):
+    """404 with a body that is not the API's own error: the path, not the batch, is unknown.
+
+    A base URL without ``/v1.3`` (or pointing at another service) answers this to
+    every request. It says nothing about the batch, so the watcher never reports
+    it as ``gone``.
+    """
+
+    def _describe(self) -> str:
+        return (
+            f"{super()._describe()}; this is not the API's own answer: "
+            "check the base URL (it ends in /v1.3)"
+        )
 
 
 class ConflictError(APIStatusError):

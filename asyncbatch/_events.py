@@ -1,19 +1,26 @@
 """Watch events and the rules that turn two snapshots into one.
 
 Everything that decides *which* event a new snapshot produces lives in this
-file, as data plus one pure function, `classify`:
+file, as data plus pure functions (`classify`, `is_stale`, `is_plausible`):
 
-* A snapshot is **stale** when it is behind the last one we delivered: its
-  status ranks lower (``pending`` < ``processing`` < ``canceling`` <
-  terminal), fewer items are finished, or more items are queued. Servers behind
-  load balancers serve such reads; they are ignored, never reported, so a
-  batch's events never go backwards.
-* Otherwise the first rule that holds names the event: a terminal status is
-  ``done``; a changed status is ``status``; changed counters are ``progress``;
-  an identical snapshot produces nothing.
+* A **terminal** snapshot always ends a batch that is not yet final: no glitch
+  in an earlier snapshot's counters can hide it.
+* A snapshot is **stale** when it is behind what we delivered: its status ranks
+  lower (``pending`` < ``processing`` < ``canceling`` < terminal) than the
+  highest known status delivered so far (the ``floor``, which survives a detour
+  through a status we do not know), or, at the same rank, fewer items are
+  finished or more are queued. Servers behind load balancers serve such reads;
+  they are ignored, never reported, so a batch's events never go backwards.
+* A non-terminal snapshot whose counters cannot be true (a negative counter, or
+  more items in one state than in the batch) is **implausible**: it is ignored
+  like a stale read, except as the very first snapshot, and counters of an
+  implausible baseline never make a later snapshot stale.
+* Otherwise the first rule that holds names the event: a changed status is
+  ``status``; changed counters are ``progress``; an identical snapshot
+  produces nothing.
 
-An unknown status from a newer API has no rank, so it never makes a snapshot
-stale by itself (the counters still do), and it is not terminal.
+An unknown status from a newer API has no rank of its own, so it is judged
+against the floor, and it is not terminal.
 """
 
 from __future__ import annotations
@@ -81,25 +88,47 @@ STATUS_RANK: dict[str, int] = {
 }
 
 
-def is_stale(previous: Batch, snapshot: Batch) -> bool:
-    """True when ``snapshot`` is older than ``previous`` and must be ignored."""
-    old_rank = STATUS_RANK.get(previous.status)
-    new_rank = STATUS_RANK.get(snapshot.status)
-    if old_rank is not None and new_rank is not None and new_rank < old_rank:
+NO_RANK = -1
+"""The floor before any known status was delivered."""
+
+
+def rank(batch: Batch, floor: int = NO_RANK) -> int:
+    """How far along ``batch`` is; an unknown status sits at ``floor``."""
+    return STATUS_RANK.get(batch.status, floor)
+
+
+def is_plausible(batch: Batch) -> bool:
+    """False when the counters cannot be true: one is negative or exceeds the total."""
+    counters = _counters(batch)
+    total = batch.total_items
+    return min(counters) >= 0 and max(counters) <= total and batch.finished_items <= total
+
+
+def is_stale(previous: Batch, snapshot: Batch, floor: int = NO_RANK) -> bool:
+    """True when ``snapshot`` is older than ``previous`` and must be ignored.
+
+    ``floor`` is the highest rank delivered so far (see `rank`), so that a
+    detour through an unknown status cannot let the status go back.
+    """
+    if snapshot.is_terminal:
+        return previous.is_terminal
+    if previous.is_terminal or not is_plausible(snapshot):
         return True
-    if previous.is_terminal and not snapshot.is_terminal:
-        return True
+    old_rank = max(floor, rank(previous))
+    new_rank = rank(snapshot, old_rank)
+    if new_rank != old_rank or not is_plausible(previous):
+        return new_rank < old_rank
     return (
         snapshot.finished_items < previous.finished_items
         or snapshot.queued_items > previous.queued_items
     )
 
 
-def classify(previous: Batch | None, snapshot: Batch) -> EventKind | None:
+def classify(previous: Batch | None, snapshot: Batch, floor: int = NO_RANK) -> EventKind | None:
     """The event ``snapshot`` produces after ``previous``, or None for no event."""
     if previous is None:
         return EventKind.DONE if snapshot.is_terminal else EventKind.SEEN
-    if is_stale(previous, snapshot):
+    if is_stale(previous, snapshot, floor):
         return None
     if snapshot.is_terminal:
         return EventKind.DONE

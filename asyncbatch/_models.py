@@ -22,8 +22,9 @@ import msgspec
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
-# Item counters: a negative count is a body that breaks the schema, not a value.
-Count = Annotated[int, msgspec.Meta(ge=0)]
+# Item counters are plain integers, as the spec types them: an odd value (negative,
+# above the total) still decodes, and the watcher's rules judge it (`_events`).
+Count = int
 
 BATCH_ID_PATTERN = re.compile(r"[0-9a-fA-F]{24}")
 
@@ -103,7 +104,7 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
         """Finished items over total items, between 0.0 and 1.0."""
         if self.total_items <= 0:
             return 1.0 if self.is_terminal else 0.0
-        return min(1.0, self.finished_items / self.total_items)
+        return min(1.0, max(0.0, self.finished_items / self.total_items))
 
     @property
     def succeeded(self) -> bool:

@@ -2,7 +2,9 @@
 
 Nothing here sleeps, reads a clock or does IO. The transport asks two questions
 after each failed attempt (may it retry? how long first?) and acts on the
-answers, so every rule here is tested without waiting.
+answers, so every rule here is tested without waiting. The watcher, which
+retries on its own schedule, asks a third: what kind of failure was it
+(`classify_failure`)?
 
 Backoff is exponential with *full jitter*: a uniform draw in ``[0, cap]`` where
 the cap doubles each attempt up to ``max_delay``. Full jitter spreads clients
@@ -18,11 +20,22 @@ than sleeping for hours on a daily quota.
 from __future__ import annotations
 
 import email.utils
+import enum
 import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    EndpointNotFoundError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+)
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -130,3 +143,44 @@ def retry_delay(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+class Failure(enum.Enum):
+    """What a failed watch request means for the batch (or sweep) it was for."""
+
+    RATE_LIMITED = "rate_limited"
+    """429: pause every request, then try again."""
+    UNAUTHORIZED = "unauthorized"
+    """401/403: the key cannot do this; nothing will change that."""
+    GONE = "gone"
+    """The API's own 404: the batch does not exist (any more)."""
+    MISCONFIGURED = "misconfigured"
+    """A 404 that is not the API's: the base URL is wrong, not the batch."""
+    BAD_ANSWER = "bad_answer"
+    """An answer that makes no sense (undecodable, another batch, an unexpected
+    status such as 400 or a redirect): retried, but only a few times in a row."""
+    TRANSIENT = "transient"
+    """The network, a timeout, 408 or 5xx: retried with backoff."""
+
+
+def classify_failure(error: BaseException) -> Failure:
+    """The `Failure` kind of an exception raised by a client call."""
+    for error_class, failure in _FAILURE_CLASSES:
+        if isinstance(error, error_class):
+            return failure
+    if isinstance(error, APIStatusError):
+        retryable = error.status >= 500 or error.status in RETRYABLE_STATUSES
+        return Failure.TRANSIENT if retryable else Failure.BAD_ANSWER
+    return Failure.BAD_ANSWER
+
+
+# Most specific first: EndpointNotFoundError is not a NotFoundError, but order
+# keeps the table honest should that change.
+_FAILURE_CLASSES: tuple[tuple[type[BaseException], Failure], ...] = (
+    (RateLimitError, Failure.RATE_LIMITED),
+    (AuthenticationError, Failure.UNAUTHORIZED),
+    (PermissionDeniedError, Failure.UNAUTHORIZED),
+    (EndpointNotFoundError, Failure.MISCONFIGURED),
+    (NotFoundError, Failure.GONE),
+    (APIConnectionError, Failure.TRANSIENT),
+)

@@ -24,10 +24,26 @@ watched batch; a watched batch missing from the answer has left the active set
 mode pays once two or more open batches are watched and a sweep takes fewer
 requests (pages) than there are open batches; ``strategy`` forces either mode.
 
-A 429 pauses everything (`rate_limited`): nothing is due until the pause ends.
-Transient failures reschedule the batch with exponential backoff and no event;
-a batch whose bodies keep failing to decode, or whose failures pass
-``max_failures``, gets an ``error`` event.
+The sweep is an optimisation and never the only source of truth. A batch
+the sweep keeps listing still gets an individual GET at least every
+``VERIFY_INTERVALS`` times ``max_interval`` (a stale list cannot hide its end),
+and a sweep that fails (other than by a 429 or an auth error) suspends sweeping
+for a while: every batch falls back to its own polls meanwhile.
+
+Failures (`failed`) are classified by `_retry.classify_failure`, and each kind
+has one rule. A 429 pauses everything until its ``Retry-After`` has passed, but
+never for less than ``min_interval`` doubled per 429 in a row (up to
+``max_interval``), so a server that answers ``Retry-After: 0`` is not
+hammered. Auth failures and a wrong base URL end the batch with ``error`` (auth from a sweep ends every open batch); the
+API's own 404 ends it with ``gone``. Transient failures reschedule the batch
+with exponential backoff and no event; answers that make no sense (undecodable,
+another batch's object, an unexpected 4xx or redirect) do too, until
+``max_decode_failures`` of them in a row end the batch with ``error``, as do
+``max_failures`` failures of any kind in a row.
+
+No schedule is ever in the past: every time handed to the schedule is at
+least ``now``, so nothing is polled back to back because a slow request made
+its planned time pass.
 """
 
 from __future__ import annotations
@@ -38,11 +54,20 @@ import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 import msgspec
 
-from ._events import Event, EventKind, classify
+from ._errors import RateLimitError
+from ._events import NO_RANK, STATUS_RANK, Event, EventKind, classify
 from ._models import Batch
+from ._retry import Failure, classify_failure
+
+VERIFY_INTERVALS: Final = 3
+"""A batch that sweeps keep listing still gets its own GET this many ``max_interval``s apart."""
+
+MAX_SWEEP_SUSPENSION_INTERVALS: Final = 16
+"""A failing sweep is suspended for ``max_interval`` doubling per failure, up to this many."""
 
 
 class Strategy(enum.StrEnum):
@@ -68,7 +93,12 @@ Action = str | _Sweep
 
 @dataclass(frozen=True, slots=True)
 class PollPolicy:
-    """Polling cadence; see the module docstring for how each knob acts."""
+    """Polling cadence and failure limits; see the module docstring for how each acts.
+
+    ``max_decode_failures`` counts answers that make no sense in a row
+    (undecodable bodies, another batch's object, unexpected 4xx or redirects);
+    ``max_failures`` counts failures of any kind in a row (None: no limit).
+    """
 
     min_interval: float = 5.0
     max_interval: float = 60.0
@@ -95,10 +125,34 @@ class BatchState(msgspec.Struct, kw_only=True):
     batch_id: str
     last: Batch | None = None
     final: bool = False
+    floor: int = NO_RANK
+    """The highest known status rank delivered (see `_events.rank`)."""
     next_poll_at: float = math.inf
+    verify_by: float = math.inf
+    """Its own GET is due by then, however often sweeps list it."""
     interval: float = 0.0
     failures: int = 0
-    decode_failures: int = 0
+    bad_answers: int = 0
+
+
+@dataclass(slots=True)
+class SweepSchedule:
+    """The list sweep's own schedule, beside the per-batch heap."""
+
+    active: bool = False
+    """Whether the tracker refreshes by sweep now (see `Tracker._wants_sweep`)."""
+    in_flight: bool = False
+    at: float = math.inf
+    """When the next sweep is due."""
+    interval: float = 0.0
+    failures: int = 0
+    """Sweeps failed in a row."""
+    suspended_until: float = -math.inf
+    """No sweep before then: the last one failed, batches poll on their own."""
+    pages: int = 1
+    """Requests the last sweep took."""
+    refresh_pending: bool = False
+    """A refresh came while a sweep was in flight: sweep again once it answers."""
 
 
 class Tracker:
@@ -120,16 +174,12 @@ class Tracker:
         self._sequence = 0
         self._in_flight: set[str] = set()
         self._paused_until = -math.inf
-        self._sweeping = False
-        self._sweep_in_flight = False
-        self._sweep_at = math.inf
-        self._sweep_interval = self.policy.min_interval
-        self._sweep_failures = 0
-        self._last_sweep_pages = 1
+        self._rate_limits = 0  # 429s in a row: each pause is at least a backoff of these
+        self._sweep = SweepSchedule(interval=self.policy.min_interval)
+        self._verify_after = VERIFY_INTERVALS * self.policy.max_interval
         # Refreshes asked for while the request they would speed up was already
         # in flight: that answer may predate the change, so poll again at once.
         self._refresh_pending: set[str] = set()
-        self._sweep_refresh_pending = False
 
     # -- membership -------------------------------------------------------------
 
@@ -144,16 +194,17 @@ class Tracker:
         """
         if batch_id in self._states:
             return False
-        state = BatchState(
-            batch_id=batch_id, last=last, final=final, interval=self.policy.min_interval
-        )
+        state = BatchState(batch_id=batch_id, interval=self.policy.min_interval)
         self._states[batch_id] = state
+        self._restore(state, last, final=final)
         if final:
             return True
-        first = now + self._rng.uniform(0.0, self.policy.stagger)
         self._open += 1
-        if self._sweeping:
-            self._sweep_at = min(self._sweep_at, first)
+        first = now + self._rng.uniform(0.0, self.policy.stagger)
+        state.verify_by = first + self._verify_after
+        if self._sweep.active:
+            self._sweep.at = min(self._sweep.at, first)
+            self._defer_to_sweep(state, now)
         else:
             self._schedule(state, first)
         return True
@@ -178,11 +229,13 @@ class Tracker:
             return
         if state.final != final:
             self._open += -1 if final else 1
-        state.last, state.final, state.failures, state.decode_failures = last, final, 0, 0
+        self._restore(state, last, final=final)
+        state.failures = state.bad_answers = 0
         state.interval = self.policy.min_interval
         if final:
             state.next_poll_at = math.inf
         else:
+            state.verify_by = now + self._verify_after
             self._schedule(state, now)
 
     def skip(self, batch_id: str, until: float) -> None:
@@ -194,10 +247,10 @@ class Tracker:
 
     def refresh(self, now: float, batch_id: str | None = None) -> None:
         """Poll one open batch, or every open one, as soon as the limits allow."""
-        if batch_id is None and self._sweeping:
-            if self._sweep_in_flight:
-                self._sweep_refresh_pending = True
-            self._sweep_at = min(self._sweep_at, now)
+        if batch_id is None and self._sweep.active:
+            if self._sweep.in_flight:
+                self._sweep.refresh_pending = True
+            self._sweep.at = min(self._sweep.at, now)
             return
         states = self.open_states() if batch_id is None else [self._live_state(batch_id)]
         for state in [s for s in states if s is not None]:
@@ -214,8 +267,9 @@ class Tracker:
             return []
         self._choose_mode(now)
         actions: list[Action] = []
-        if self._sweeping and not self._sweep_in_flight and self._sweep_at <= now:
-            self._sweep_in_flight = True
+        sweep = self._sweep
+        if sweep.active and not sweep.in_flight and sweep.at <= now:
+            sweep.in_flight = True
             actions.append(SWEEP)
         while self._heap and self._heap[0][0] <= now:
             when, _, batch_id = heapq.heappop(self._heap)
@@ -229,42 +283,46 @@ class Tracker:
         while self._heap and not self._is_current_entry(self._heap[0][0], self._heap[0][2]):
             heapq.heappop(self._heap)
         candidates = [self._heap[0][0]] if self._heap else []
-        if self._sweeping and not self._sweep_in_flight and self._open:
-            candidates.append(self._sweep_at)
+        if self._sweep.active and not self._sweep.in_flight and self._open:
+            candidates.append(self._sweep.at)
         if not candidates:
             return None
         return max(min(candidates), self._paused_until)
 
     @property
     def paused_until(self) -> float:
-        """Nothing is due before this time (a 429's Retry-After)."""
+        """Nothing is due before this time (a 429's Retry-After, or its backoff floor)."""
         return self._paused_until
 
     # -- outcomes ---------------------------------------------------------------
 
     def observed(self, batch_id: str, snapshot: Batch, now: float) -> list[Event]:
-        """A GET answered ``snapshot``."""
+        """A GET of ``batch_id`` answered ``snapshot`` (whose ID the client checked)."""
         self._in_flight.discard(batch_id)
         state = self._live_state(batch_id)
         if state is None:
             return []
+        self._rate_limits = 0
+        state.verify_by = now + self._verify_after
         events = self._apply(state, snapshot)
         if state.final:
             self._refresh_pending.discard(batch_id)
         elif batch_id in self._refresh_pending:
             self._refresh_pending.discard(batch_id)
             self._schedule(state, now)
-        elif self._sweeping:
-            self._defer_to_sweep(state)
+        elif self._sweep.active:
+            self._defer_to_sweep(state, now)
         else:
             self._schedule_after_poll(state, now, moved=bool(events))
         return events
 
     def swept(self, snapshots: Iterable[Batch], pages: int, now: float) -> list[Event]:
         """A list sweep of the active batches answered ``snapshots`` in ``pages`` requests."""
-        self._sweep_in_flight = False
-        self._sweep_failures = 0
-        self._last_sweep_pages = max(1, pages)
+        sweep = self._sweep
+        sweep.in_flight = False
+        sweep.failures = 0
+        sweep.pages = max(1, pages)
+        self._rate_limits = 0
         events: list[Event] = []
         present: set[str] = set()
         for snapshot in snapshots:
@@ -272,62 +330,31 @@ class Tracker:
             if state is not None:
                 present.add(snapshot.batch_id)
                 events += self._apply(state, snapshot)
-        self._sweep_interval = self._next_interval(self._sweep_interval, moved=bool(events))
-        self._sweep_at = now + self._jittered(self._sweep_interval)
-        if self._sweep_refresh_pending:
-            self._sweep_refresh_pending = False
-            self._sweep_at = now
+        sweep.interval = self._next_interval(sweep.interval, moved=bool(events))
+        sweep.at = now + self._jittered(sweep.interval)
+        if sweep.refresh_pending:
+            sweep.refresh_pending = False
+            sweep.at = now
         for state in self.open_states():
             if state.batch_id in present:
-                self._defer_to_sweep(state)
+                self._defer_to_sweep(state, now)
             elif state.batch_id not in self._in_flight:
                 self._schedule(state, now)  # it left the active list: learn how it ended
         return events
 
-    def failed(
-        self, batch_id: str, error: BaseException, now: float, *, fatal: bool, decode: bool = False
-    ) -> list[Event]:
-        """A GET failed. Fatal failures end the batch; others retry with backoff."""
-        self._in_flight.discard(batch_id)
-        state = self._live_state(batch_id)
-        if state is None:
+    def failed(self, action: Action, error: BaseException, now: float) -> list[Event]:
+        """The request for ``action`` failed with ``error``; see the module docstring."""
+        if isinstance(error, RateLimitError):
+            self._pause(action, error.retry_after, now)
             return []
-        state.failures += 1
-        state.decode_failures = state.decode_failures + 1 if decode else 0
-        if fatal or self._gives_up(state):
-            return [self._finish(state, EventKind.ERROR, error)]
-        self._schedule(state, now + self._backoff(state.failures))
-        return []
-
-    def sweep_failed(self, error: BaseException, now: float, *, fatal: bool) -> list[Event]:
-        """A list sweep failed. A fatal failure (auth) ends every open batch."""
-        self._sweep_in_flight = False
-        if fatal:
-            return [self._finish(s, EventKind.ERROR, error) for s in list(self.open_states())]
-        self._sweep_failures += 1
-        self._sweep_at = now + self._backoff(self._sweep_failures)
-        return []
-
-    def gone(self, batch_id: str, error: BaseException) -> list[Event]:
-        """The API answered 404 for the batch."""
-        self._in_flight.discard(batch_id)
-        state = self._live_state(batch_id)
-        if state is None:
-            return []
-        return [self._finish(state, EventKind.GONE, error)]
-
-    def rate_limited(self, action: Action, retry_after: float | None, now: float) -> None:
-        """A 429: pause everything for ``retry_after`` (or a backoff), then retry ``action``."""
-        wait = retry_after if retry_after is not None else self._backoff(1)
-        self._paused_until = max(self._paused_until, now + wait)
         if action is SWEEP:
-            self._sweep_in_flight = False
-            self._sweep_at = self._paused_until
-            return
+            return self._sweep_failed(error, classify_failure(error), now)
         self._in_flight.discard(action)
         state = self._live_state(action)
-        if state is not None:
-            self._schedule(state, self._paused_until)
+        if state is None:
+            return []
+        state.verify_by = now + self._verify_after
+        return self._poll_failed(state, error, classify_failure(error), now)
 
     def give_up_all(self, error: BaseException) -> list[Event]:
         """End every open batch with an ``error`` event (the watcher's deadline passed)."""
@@ -348,26 +375,35 @@ class Tracker:
     @property
     def in_flight_count(self) -> int:
         """Requests handed out by `due` whose outcome has not come back."""
-        return len(self._in_flight) + int(self._sweep_in_flight)
+        return len(self._in_flight) + int(self._sweep.in_flight)
 
     @property
     def sweeping(self) -> bool:
         """Whether the last planning chose the list sweep."""
-        return self._sweeping
+        return self._sweep.active
 
     def state(self, batch_id: str) -> BatchState | None:
         """The state of a tracked batch (a live object: do not modify it)."""
         return self._states.get(batch_id)
 
+    def open_states(self) -> Iterable[BatchState]:
+        """The states of batches without a final event (live objects: do not modify)."""
+        return (s for s in self._states.values() if not s.final)
+
     # -- internals ----------------------------------------------------------------
 
+    def _restore(self, state: BatchState, last: Batch | None, *, final: bool) -> None:
+        state.last, state.final = last, final
+        state.floor = NO_RANK if last is None else STATUS_RANK.get(last.status, NO_RANK)
+
     def _apply(self, state: BatchState, snapshot: Batch) -> list[Event]:
-        state.failures = state.decode_failures = 0
-        kind = classify(state.last, snapshot)
+        state.failures = state.bad_answers = 0
+        kind = classify(state.last, snapshot, state.floor)
         if kind is None:
             return []
         event = Event(kind, state.batch_id, snapshot, state.last)
         state.last = snapshot
+        state.floor = max(state.floor, STATUS_RANK.get(snapshot.status, NO_RANK))
         if kind is EventKind.DONE:
             self._close(state)
         return [event]
@@ -392,31 +428,76 @@ class Tracker:
         state = self._states.get(batch_id)
         return None if state is None or state.final else state
 
-    def open_states(self) -> Iterable[BatchState]:
-        """The states of batches without a final event (live objects: do not modify)."""
-        return (s for s in self._states.values() if not s.final)
+    def _pause(self, action: Action, retry_after: float | None, now: float) -> None:
+        """A 429: pause everything, at least for a backoff of the 429s in a row."""
+        self._rate_limits += 1
+        ceiling = self.policy.min_interval * 2.0 ** min(self._rate_limits - 1, 30)
+        # Jittered upwards only: the floor is the point, the spread keeps a fleet apart.
+        wait = min(self.policy.max_interval, ceiling) * self._rng.uniform(
+            1.0, 1.0 + self.policy.jitter
+        )
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        self._paused_until = max(self._paused_until, now + wait)
+        if action is SWEEP:
+            self._sweep.in_flight = False
+            self._sweep.at = self._paused_until
+            return
+        self._in_flight.discard(action)
+        state = self._live_state(action)
+        if state is not None:
+            self._schedule(state, self._paused_until)
+
+    def _poll_failed(
+        self, state: BatchState, error: BaseException, failure: Failure, now: float
+    ) -> list[Event]:
+        if failure is Failure.GONE:
+            return [self._finish(state, EventKind.GONE, error)]
+        if failure in (Failure.UNAUTHORIZED, Failure.MISCONFIGURED):
+            return [self._finish(state, EventKind.ERROR, error)]
+        state.failures += 1
+        state.bad_answers = state.bad_answers + 1 if failure is Failure.BAD_ANSWER else 0
+        if self._gives_up(state):
+            return [self._finish(state, EventKind.ERROR, error)]
+        self._schedule(state, now + self._backoff(state.failures))
+        return []
+
+    def _sweep_failed(self, error: BaseException, failure: Failure, now: float) -> list[Event]:
+        """A sweep failed: auth ends every open batch; anything else suspends sweeping."""
+        sweep = self._sweep
+        sweep.in_flight = False
+        if failure is Failure.UNAUTHORIZED:
+            return [self._finish(s, EventKind.ERROR, error) for s in list(self.open_states())]
+        sweep.failures += 1
+        doublings = min(2.0 ** (sweep.failures - 1), MAX_SWEEP_SUSPENSION_INTERVALS)
+        sweep.suspended_until = now + self.policy.max_interval * doublings
+        self._choose_mode(now)  # every batch polls on its own meanwhile
+        return []
 
     def _choose_mode(self, now: float) -> None:
-        sweeping = self._wants_sweep()
-        if sweeping == self._sweeping:
+        sweeping = self._wants_sweep(now)
+        sweep = self._sweep
+        if sweeping == sweep.active:
             return
-        self._sweeping = sweeping
+        sweep.active = sweeping
         if sweeping:
-            self._sweep_at = now
-            self._sweep_interval = self.policy.min_interval
+            sweep.at = now
+            sweep.interval = self.policy.min_interval
             for state in self.open_states():
-                self._defer_to_sweep(state)
+                self._defer_to_sweep(state, now)
         else:
             for state in self.open_states():
                 if state.next_poll_at > now + state.interval:
                     self._schedule(state, now + self._rng.uniform(0.0, self.policy.stagger))
 
-    def _wants_sweep(self) -> bool:
+    def _wants_sweep(self, now: float) -> bool:
+        if now < self._sweep.suspended_until:
+            return False
         if self.strategy is Strategy.SWEEP:
             return self._open > 0
         if self.strategy is Strategy.PER_ID:
             return False
-        return self._open >= 2 and self._last_sweep_pages < self._open
+        return self._open >= 2 and self._sweep.pages < self._open
 
     def _schedule(self, state: BatchState, when: float) -> None:
         if state.batch_id in self._in_flight:
@@ -429,10 +510,12 @@ class Tracker:
         state.interval = self._next_interval(state.interval, moved=moved)
         self._schedule(state, now + self._jittered(state.interval))
 
-    def _defer_to_sweep(self, state: BatchState) -> None:
-        # The sweep refreshes it; an individual poll stays scheduled only as a
-        # safety net in case sweeps stop (mode change, repeated failures).
-        self._schedule(state, self._sweep_at + self.policy.max_interval)
+    def _defer_to_sweep(self, state: BatchState, now: float) -> None:
+        # The sweep refreshes it; its own poll stays scheduled as a safety net in
+        # case sweeps stop, and never later than `verify_by`, so a list that keeps
+        # showing an old snapshot cannot hide the batch's end.
+        when = min(max(self._sweep.at, now) + self.policy.max_interval, state.verify_by)
+        self._schedule(state, max(when, now))
 
     def _is_current_entry(self, when: float, batch_id: str) -> bool:
         state = self._states.get(batch_id)
@@ -459,7 +542,7 @@ class Tracker:
         return self._rng.uniform(ceiling / 2.0, ceiling)
 
     def _gives_up(self, state: BatchState) -> bool:
-        if state.decode_failures >= self.policy.max_decode_failures:
+        if state.bad_answers >= self.policy.max_decode_failures:
             return True
         limit = self.policy.max_failures
         return limit is not None and state.failures >= limit

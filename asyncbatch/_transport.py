@@ -43,6 +43,7 @@ from ._errors import (
     ClientClosedError,
     ConfigurationError,
     DecodeError,
+    EndpointNotFoundError,
     RateLimitError,
     status_error_class,
 )
@@ -339,6 +340,10 @@ def _status_failure(
     error: APIStatusError
     if status == 429:
         error = RateLimitError(**details, retry_after=retry_after)  # type: ignore[arg-type]
+    elif status == 404 and code is None:
+        # The API's own 404 carries an error code; a bare one comes from
+        # whatever else answers at this URL, so it says nothing about the batch.
+        error = EndpointNotFoundError(**details)  # type: ignore[arg-type]
     else:
         error = status_error_class(status)(**details)  # type: ignore[arg-type]
     return _Failure(error, status_is_retryable(status, creates=creates), retry_after)

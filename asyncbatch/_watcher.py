@@ -45,6 +45,7 @@ closes nothing that belongs to the client.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Iterable
@@ -59,27 +60,20 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._client import check_batch_id
 from ._coordination import Leases, LocalGate, RequestGate
-from ._errors import (
-    APIConnectionError,
-    APIStatusError,
-    AsyncBatchError,
-    AuthenticationError,
-    DecodeError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    WaitTimeoutError,
-)
+from ._errors import AsyncBatchError, InvalidBatchIdError, RateLimitError, WaitTimeoutError
 from ._events import Event, EventKind
 from ._models import ACTIVE_STATUSES, Batch
-from ._retry import NO_RETRY, RETRYABLE_STATUSES
+from ._retry import NO_RETRY
 from ._store import StateStore, StoredBatch
 from ._tracker import SWEEP, Action, PollPolicy, Strategy, Tracker
 
 if TYPE_CHECKING:
     from ._client import Client
 
+logger = logging.getLogger("asyncbatch")
+
 _PAGE_SIZE: Final = 50
+_MAX_SWEEP_PAGES: Final = 4  # 200 batches, where an account has at most 5 active
 
 
 class _Nudge:
@@ -265,9 +259,7 @@ class Watcher:
         """Track the initial batches, restored from the store where it knows them."""
         ids = list(self._pending_ids)
         if self._watch_active:
-            pages = self._client.batches.list(status=ACTIVE_STATUSES)
-            async with aclosing(pages) as active:
-                ids += [batch.batch_id async for batch in active]
+            ids += _valid_ids(b.batch_id for b in await self._list_active(_MAX_SWEEP_PAGES))
         records = {r.batch_id: r for r in await self._store.load()} if self._store else {}
         if self._resume:
             ids += [r.batch_id for r in records.values() if not r.final]
@@ -492,44 +484,44 @@ class Watcher:
 
     async def _sweep(self) -> list[Event]:
         self._counts["sweeps"] += 1
-        pages = self._client.batches.list(
-            status=ACTIVE_STATUSES, page_limit=_PAGE_SIZE, retry=NO_RETRY
-        )
-        snapshots: list[Batch] = []
         try:
-            async with aclosing(pages) as batches:
-                while True:
-                    if snapshots and len(snapshots) % _PAGE_SIZE == 0:
-                        # A full page read: the next item may need another request,
-                        # which the budget must count like any other.
-                        await self._gate.acquire()
-                    try:
-                        snapshots.append(await anext(batches))
-                    except StopAsyncIteration:
-                        break
+            snapshots = await self._list_active(_MAX_SWEEP_PAGES)
         except AsyncBatchError as exc:
             return await self._failed(SWEEP, exc)
         page_count = max(1, math.ceil(len(snapshots) / _PAGE_SIZE))
         return self._tracker.swept(snapshots, page_count, anyio.current_time())
 
+    async def _list_active(self, max_pages: int) -> list[Batch]:
+        """The account's active batches, at most ``max_pages`` pages of them.
+
+        An account has at most five active batches, so the cap only bites on a
+        server whose pages never end; the batches it leaves out are polled on
+        their own. Each page after the first passes the gate like any request.
+        """
+        pages = self._client.batches.list(
+            status=ACTIVE_STATUSES, page_limit=_PAGE_SIZE, retry=NO_RETRY
+        )
+        snapshots: list[Batch] = []
+        async with aclosing(pages) as batches:
+            while len(snapshots) < max_pages * _PAGE_SIZE:
+                if snapshots and len(snapshots) % _PAGE_SIZE == 0:
+                    await self._gate.acquire()
+                try:
+                    snapshots.append(await anext(batches))
+                except StopAsyncIteration:
+                    break
+        return snapshots
+
     async def _failed(self, action: Action, error: AsyncBatchError) -> list[Event]:
-        """Route a failed request: pause, retry later, or end the batch (or all, for a sweep)."""
+        """Hand a failed request to the tracker, which decides; share a 429's pause."""
         now = anyio.current_time()
+        events = self._tracker.failed(action, error, now)
         if isinstance(error, RateLimitError):
             self._counts["rate_limited"] += 1
-            self._tracker.rate_limited(action, error.retry_after, now)
-            await self._gate.rate_limited(error.retry_after)
-            return []
-        fatal = _is_fatal(error)
-        if not fatal:
+            await self._gate.rate_limited(self._tracker.paused_until - now)
+        elif not events:
             self._counts["retries"] += 1
-        if action is SWEEP:
-            return self._tracker.sweep_failed(error, now, fatal=fatal)
-        if isinstance(error, NotFoundError):
-            return self._tracker.gone(action, error)
-        return self._tracker.failed(
-            action, error, now, fatal=fatal, decode=isinstance(error, DecodeError)
-        )
+        return events
 
     # -- leases (replicas) ----------------------------------------------------------
 
@@ -608,10 +600,16 @@ def _unwrapped(error: Exception) -> Exception:
     return error
 
 
-def _is_fatal(error: AsyncBatchError) -> bool:
-    """Whether retrying cannot help: auth, and 4xx other than 408/429 (404 is handled apart)."""
-    if isinstance(error, AuthenticationError | PermissionDeniedError):
-        return True
-    if isinstance(error, APIStatusError):
-        return error.status < 500 and error.status not in RETRYABLE_STATUSES
-    return not isinstance(error, APIConnectionError | DecodeError)
+def _valid_ids(server_ids: Iterable[str]) -> list[str]:
+    """The IDs a server listed that we can watch; a malformed one is logged and skipped.
+
+    It came from the server, so it is that batch's problem, not the caller's
+    mistake: it must not stop the watch of every other batch.
+    """
+    valid = []
+    for batch_id in server_ids:
+        try:
+            valid.append(check_batch_id(batch_id))
+        except InvalidBatchIdError as exc:
+            logger.warning("skipping a listed batch: %s", exc)
+    return valid

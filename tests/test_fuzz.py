@@ -12,7 +12,21 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from asyncbatch import APIConnectionError, Batch, DecodeError, Event, EventKind, Strategy
+from asyncbatch import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    Batch,
+    DecodeError,
+    EndpointNotFoundError,
+    Event,
+    EventKind,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    Strategy,
+)
 from asyncbatch._budget import TokenBucket
 from asyncbatch._client import decode
 from asyncbatch._events import classify, is_stale
@@ -261,29 +275,45 @@ class _Run:
 
     def sweep_outcome(self) -> list[Event]:
         data, t, now = self.data, self.tracker, self.now
-        kind = data.draw(st.sampled_from(["swept", "failed", "fatal", "429"]))
+        kind = data.draw(st.sampled_from(["swept", "failed"]))
         if kind == "swept":
             reads = [self.read(b) for b in IDS]
             active = [r for r in reads if not r.is_terminal and data.draw(st.booleans())]
             return t.swept(active, data.draw(st.integers(1, 3)), now)
-        if kind == "429":
-            t.rate_limited(SWEEP, data.draw(st.none() | st.floats(0.0, 600.0)), now)
-            return []
-        return t.sweep_failed(APIConnectionError("injected"), now, fatal=kind == "fatal")
+        return t.failed(SWEEP, data.draw(_FAILURES), now)
 
     def poll_outcome(self, action: str) -> list[Event]:
         data, t, now = self.data, self.tracker, self.now
-        error = APIConnectionError("injected")
-        kind = data.draw(st.sampled_from(["observed", "observed", "failed", "gone", "429"]))
-        if kind == "observed":
+        if data.draw(st.sampled_from(["observed", "observed", "failed"])) == "observed":
             return t.observed(action, self.read(action), now)
-        if kind == "gone":
-            return t.gone(action, error)
-        if kind == "429":
-            t.rate_limited(action, data.draw(st.none() | st.floats(0.0, 600.0)), now)
-            return []
-        fatal, decode_failed = data.draw(st.booleans()), data.draw(st.booleans())
-        return t.failed(action, error, now, fatal=fatal, decode=decode_failed)
+        return t.failed(action, data.draw(_FAILURES), now)
+
+
+def _status_error(cls: type[APIStatusError], status: int, code: str | None) -> APIStatusError:
+    return cls(status=status, code=code, message=None, headers={}, method="GET", url="/x")
+
+
+# One of each kind of failure a watch request can meet (see `_retry.classify_failure`).
+_FAILURES = st.sampled_from(
+    [
+        APIConnectionError("injected"),
+        DecodeError("injected", snippet=b"{"),
+        _status_error(ServerError, 503, None),
+        _status_error(BadRequestError, 400, "parameter_invalid"),
+        _status_error(AuthenticationError, 401, "api_key_invalid"),
+        _status_error(NotFoundError, 404, "resource_not_exist"),
+        _status_error(EndpointNotFoundError, 404, None),
+    ]
+) | st.builds(
+    RateLimitError,
+    status=st.just(429),
+    code=st.none(),
+    message=st.none(),
+    headers=st.just({}),
+    method=st.just("GET"),
+    url=st.just("/x"),
+    retry_after=st.none() | st.floats(-5.0, 600.0),
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,6 +16,7 @@ from asyncbatch import (
     Event,
     EventKind,
     NotFoundError,
+    RateLimitError,
     ServerError,
     WaitTimeoutError,
 )
@@ -34,6 +35,18 @@ POLICY = PollPolicy(
 
 def tracker(strategy: Strategy = Strategy.PER_ID, policy: PollPolicy = POLICY) -> Tracker:
     return Tracker(policy, strategy=strategy, rng=random.Random(7))
+
+
+def rate_limit_error(retry_after: float | None) -> RateLimitError:
+    return RateLimitError(
+        status=429,
+        code=None,
+        message=None,
+        headers={},
+        method="GET",
+        url="/x",
+        retry_after=retry_after,
+    )
 
 
 def server_error() -> ServerError:
@@ -146,8 +159,10 @@ def test_gone_is_final() -> None:
     t = tracker()
     t.add(A, 0.0)
     t.due(0.0)
-    error = NotFoundError(status=404, code=None, message=None, headers={}, method="GET", url="/x")
-    (event,) = t.gone(A, error)
+    error = NotFoundError(
+        status=404, code="resource_not_exist", message=None, headers={}, method="GET", url="/x"
+    )
+    (event,) = t.failed(A, error, 0.0)
     assert (event.kind, event.error, event.batch) == (EventKind.GONE, error, None)
     assert t.observed(A, snapshot("completed", ready=1), 1.0) == []
     assert t.open_count == 0
@@ -161,7 +176,7 @@ def test_transient_failure_backs_off_without_event() -> None:
     now = 0.0
     for _ in range(6):
         assert t.due(now) == [A]
-        assert t.failed(A, server_error(), now, fatal=False) == []
+        assert t.failed(A, server_error(), now) == []
         wakeup = t.next_wakeup()
         assert wakeup is not None
         waits.append(wakeup - now)
@@ -178,17 +193,17 @@ def test_decode_failures_end_the_batch_only_when_they_persist() -> None:
     now = 0.0
     for _ in range(2):
         t.due(now)
-        assert t.failed(A, bad, now, fatal=False, decode=True) == []
+        assert t.failed(A, bad, now) == []
         now = t.next_wakeup() or now
     t.due(now)
     t.observed(A, snapshot("processing", processing=1), now)  # a good read resets the count
     for _ in range(2):
         now = t.next_wakeup() or now
         t.due(now)
-        assert t.failed(A, bad, now, fatal=False, decode=True) == []
+        assert t.failed(A, bad, now) == []
     now = t.next_wakeup() or now
     t.due(now)
-    (event,) = t.failed(A, bad, now, fatal=False, decode=True)
+    (event,) = t.failed(A, bad, now)
     assert (event.kind, event.error) == (EventKind.ERROR, bad)
     assert event.batch == snapshot("processing", processing=1)
 
@@ -201,7 +216,7 @@ def test_fatal_failure_is_an_error_event() -> None:
     error = AuthenticationError(
         status=401, code="api_key_invalid", message=None, headers={}, method="GET", url="/x"
     )
-    (event,) = t.failed(A, error, 0.0, fatal=True)
+    (event,) = t.failed(A, error, 0.0)
     assert (event.kind, event.error) == (EventKind.ERROR, error)
 
 
@@ -210,9 +225,9 @@ def test_max_failures_gives_up() -> None:
     t = tracker(policy=PollPolicy(min_interval=1.0, max_failures=2, stagger=0.0))
     t.add(A, 0.0)
     t.due(0.0)
-    assert t.failed(A, server_error(), 0.0, fatal=False) == []
+    assert t.failed(A, server_error(), 0.0) == []
     t.due(t.next_wakeup() or 0.0)
-    (event,) = t.failed(A, server_error(), 5.0, fatal=False)
+    (event,) = t.failed(A, server_error(), 5.0)
     assert event.kind is EventKind.ERROR
 
 
@@ -294,7 +309,7 @@ def test_rate_limit_pauses_everything() -> None:
     for batch_id in (A, B):
         t.add(batch_id, 0.0)
     assert sorted(map(str, t.due(0.0))) == [A, B]
-    t.rate_limited(A, 300.0, 1.0)
+    t.failed(A, rate_limit_error(300.0), 1.0)
     t.observed(B, snapshot("pending", batch_id=B, queued=1), 2.0)  # B's next poll is at 12
     assert t.paused_until == 301.0
     assert t.due(200.0) == []
@@ -367,20 +382,21 @@ def test_sweep_costs_one_request_per_tick_plus_one_per_finish() -> None:
 
 
 def test_sweep_failure_retries_and_auth_failure_ends_all() -> None:
-    """A failed sweep is retried later; an auth failure on it ends every open batch."""
+    """A failed sweep is retried once its suspension ends; an auth failure on it ends every
+    open batch."""
     t = tracker(Strategy.SWEEP)
     t.add(A, 0.0)
     t.add(B, 0.0)
     assert t.due(0.0) == [SWEEP]
-    assert t.sweep_failed(server_error(), 0.0, fatal=False) == []
-    nxt = t.next_wakeup()
-    assert nxt is not None
-    assert 5.0 <= nxt <= 10.0
-    assert t.due(nxt) == [SWEEP]
+    assert t.failed(SWEEP, server_error(), 0.0) == []
+    suspended = POLICY.max_interval
+    assert not t.sweeping or t.due(0.0) != [SWEEP]
+    assert t.due(suspended) == [SWEEP]
+    nxt = suspended
     error = AuthenticationError(
         status=401, code=None, message=None, headers={}, method="GET", url="/x"
     )
-    events = t.sweep_failed(error, nxt, fatal=True)
+    events = t.failed(SWEEP, error, nxt)
     assert sorted(e.batch_id for e in events) == [A, B]
     assert all(e.kind is EventKind.ERROR for e in events)
 
