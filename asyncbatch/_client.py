@@ -19,7 +19,7 @@ import aiohttp
 import anyio
 import msgspec
 
-from ._errors import ConfigurationError, DecodeError, InvalidBatchIdError, InvalidRequestError
+from ._errors import ConfigurationError, InvalidBatchIdError, InvalidRequestError
 from ._models import (
     BATCH_ID_PATTERN,
     Batch,
@@ -30,6 +30,7 @@ from ._models import (
     PageInfo,
     batch_decoder,
     created_decoder,
+    decode_body,
     encoder,
     page_decoder,
     result_decoder,
@@ -58,15 +59,6 @@ def check_batch_id(batch_id: object) -> str:
     if len(shown) > 40:
         shown = shown[:37] + "..."
     raise InvalidBatchIdError(f"a batch ID is 24 hexadecimal digits, got {shown}")
-
-
-def decode(decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
-    """Decode ``body``; a body that breaks the schema raises `DecodeError` with a snippet."""
-    try:
-        return decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        # msgspec checks UTF-8 only inside strings, and raises the codec's error there.
-        raise DecodeError(f"{what}: {exc}", snippet=body[:200]) from None
 
 
 class Client:
@@ -164,7 +156,7 @@ class Batches:
         response = await self._transport.request(
             "GET", path, retry=retry, deadline=_deadline(timeout)
         )
-        return decode(batch_decoder, response.body, f"GET {path}")
+        return decode_body(batch_decoder, response.body, f"GET {path}")
 
     async def list(
         self,
@@ -196,7 +188,7 @@ class Batches:
             response = await self._transport.request(
                 "GET", "/analyze/batches", params=params, retry=retry, deadline=_deadline(timeout)
             )
-            result = decode(page_decoder, response.body, f"GET /analyze/batches page {page}")
+            result = decode_body(page_decoder, response.body, f"GET /analyze/batches page {page}")
             fresh = [batch for batch in result.data if batch.batch_id not in seen]
             for batch in fresh:
                 seen.add(batch.batch_id)
@@ -237,7 +229,7 @@ class Batches:
             retry=retry,
             deadline=_deadline(timeout),
         )
-        return decode(created_decoder, response.body, "POST /analyze/batches")
+        return decode_body(created_decoder, response.body, "POST /analyze/batches")
 
     async def cancel(
         self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
@@ -252,7 +244,7 @@ class Batches:
         response = await self._transport.request(
             "POST", path, retry=retry, deadline=_deadline(timeout)
         )
-        return decode(batch_decoder, response.body, f"POST {path}")
+        return decode_body(batch_decoder, response.body, f"POST {path}")
 
     async def delete(
         self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Self
 import msgspec
 
 from ._errors import DecodeError
-from ._models import ResultItem
+from ._models import ResultItem, decode_body
+from ._transport import MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
-    from ._transport import Transport
+    from ._transport import Line, Transport
 
 
 class ResultStream:
@@ -44,7 +45,7 @@ class ResultStream:
         self._decoder = decoder
         self._retry = retry
         self._exit_stack: contextlib.AsyncExitStack | None = None
-        self._lines: AsyncIterator[tuple[int, bytes]] | None = None
+        self._lines: AsyncIterator[Line] | None = None
         self._done = False
 
     def __repr__(self) -> str:
@@ -68,18 +69,22 @@ class ResultStream:
     async def __anext__(self) -> ResultItem:
         lines = await self._open()
         try:
-            number, line = await anext(lines)
+            number, line, oversized = await anext(lines)
         except BaseException:  # StopAsyncIteration, transport errors, cancellation alike
             await self.aclose()
             raise
-        try:
-            return self._decoder.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        if oversized:
             raise DecodeError(
-                f"GET {self._path}: results line is not a valid item ({exc})",
-                snippet=line[:200],
+                f"GET {self._path}: results line is over the {MAX_LINE_BYTES} byte limit",
+                snippet=line,
                 line_number=number,
-            ) from None
+            )
+        return decode_body(
+            self._decoder,
+            line,
+            f"GET {self._path}: results line is not a valid item",
+            line_number=number,
+        )
 
     async def aclose(self) -> None:
         """Release the response. Idempotent; iteration then ends."""
@@ -88,7 +93,7 @@ class ResultStream:
         if stack is not None:
             await stack.aclose()
 
-    async def _open(self) -> AsyncIterator[tuple[int, bytes]]:
+    async def _open(self) -> AsyncIterator[Line]:
         if self._done:
             raise StopAsyncIteration
         if self._lines is None:

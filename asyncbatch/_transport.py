@@ -46,7 +46,7 @@ from ._errors import (
     RateLimitError,
     status_error_class,
 )
-from ._models import error_decoder
+from ._models import SNIPPET_BYTES, decode_body, error_decoder
 from ._retry import RetryPolicy, parse_retry_after, retry_delay, status_is_retryable
 from ._version import __version__
 
@@ -57,7 +57,9 @@ T = TypeVar("T")
 Params = Sequence[tuple[str, str | int]]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a status or list body is a few KiB; this stops a runaway one
-_SNIPPET_BYTES = 200
+MAX_LINE_BYTES = MAX_BODY_BYTES
+"""The longest results line kept; a longer one is reported, not decoded."""
+_CONTENT_ENCODING = "Content-Encoding"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 # Redirects are not followed: aiohttp would resend the x-api-key header to
 # whatever host the Location names. The API documents none, so a 3xx is an error.
@@ -206,13 +208,12 @@ class Transport:
     @contextlib.asynccontextmanager
     async def stream_lines(
         self, path: str, *, retry: RetryPolicy | None = None
-    ) -> AsyncIterator[AsyncIterator[tuple[int, bytes]]]:
-        """Open a GET whose body is JSON Lines; yields ``(line_number, line)`` pairs.
+    ) -> AsyncIterator[AsyncIterator[Line]]:
+        """Open a GET whose body is JSON Lines; yields `Line` tuples (see `LineSplitter`).
 
         Opening is retried like any GET; once lines flow, a broken stream raises
         `APIConnectionError` instead of restarting, which would repeat lines.
-        Blank lines are skipped (their numbers still count), CR before LF is
-        removed, and a last line without a newline is yielded too. The response
+        A last line without a newline is yielded too. The response
         is released when the ``async with`` exits, however it exits.
         """
         method, url = "GET", self._base_url + path
@@ -292,17 +293,22 @@ class Transport:
 
 
 async def _read_body(response: aiohttp.ClientResponse, method: str, url: str) -> bytes:
+    """The whole body, refused once it passes `MAX_BODY_BYTES` *as decoded*.
+
+    aiohttp undoes ``Content-Encoding`` (gzip, deflate, ...) as it reads, so a
+    ``Content-Length`` bounds only the bytes on the wire: 1 MB of gzip can hold
+    gigabytes. Such a body is counted as it is decompressed, chunk by chunk.
+    """
     length = response.content_length
-    if length is not None:
-        # aiohttp reads no more than Content-Length: one check, then the fast path.
-        if length > MAX_BODY_BYTES:
-            raise _oversized(method, url, b"")
-        return await response.read()
-    body = bytearray()  # chunked: count what actually arrives
+    if length is not None and length > MAX_BODY_BYTES:
+        raise _oversized(method, url, b"")  # too big even before decompression
+    if length is not None and _CONTENT_ENCODING not in response.headers:
+        return await response.read()  # aiohttp reads no more than Content-Length
+    body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise _oversized(method, url, bytes(body[:_SNIPPET_BYTES]))
+            raise _oversized(method, url, bytes(body[:SNIPPET_BYTES]))
     return bytes(body)
 
 
@@ -347,9 +353,9 @@ def _status_failure(
 def _error_parts(payload: bytes) -> tuple[str | None, str | None]:
     """``(code, message)`` from a nested or flat error body; raw text when it is not JSON."""
     try:
-        return error_decoder.decode(payload).parts()
-    except ValueError:  # msgspec.DecodeError and ValidationError are ValueErrors
-        text = payload[:_SNIPPET_BYTES].decode("utf-8", "replace").strip()
+        return decode_body(error_decoder, payload, "error body").parts()
+    except DecodeError:
+        text = payload[:SNIPPET_BYTES].decode("utf-8", "replace").strip()
         return None, text or None
 
 
@@ -409,25 +415,79 @@ def _failure(error: AsyncBatchError, cause: BaseException, retryable: bool) -> _
     return _Failure(error, retryable)
 
 
+Line = tuple[int, bytes, bool]
+"""A results line: its 1-based number, its bytes, and whether it was over `MAX_LINE_BYTES`
+(then the bytes are only its start)."""
+
+
+class LineSplitter:
+    """Splits a byte stream into numbered lines, in time linear in the bytes fed (sans-IO).
+
+    Blank lines are skipped (their numbers still count) and a CR before LF is
+    removed. A line longer than ``max_line`` is not kept whole: its first bytes
+    come out flagged as oversized, the rest is dropped up to its newline, and
+    splitting goes on with the next line. Memory stays under ``max_line`` plus
+    one chunk.
+    """
+
+    __slots__ = ("_buffer", "_dropped", "_max_line", "_number", "_scanned")
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer's first bytes already searched: they hold no newline
+        self._number = 0
+        self._dropped: bytes | None = None  # the start of an oversized line being skipped
+        self._max_line = max_line
+
+    def feed(self, chunk: bytes) -> list[Line]:
+        """The lines that ``chunk`` completes."""
+        lines: list[Line] = []
+        buffer = self._buffer
+        buffer += chunk
+        start = 0
+        # Each byte is searched once: a partial line is never rescanned.
+        while (end := buffer.find(b"\n", max(start, self._scanned))) >= 0:
+            self._complete(buffer[start:end], lines)
+            start = end + 1
+        del buffer[:start]  # from the front: CPython moves a pointer, it does not copy
+        self._scanned = len(buffer)
+        if len(buffer) > self._max_line:
+            if self._dropped is None:
+                self._dropped = bytes(buffer[:SNIPPET_BYTES])
+            buffer.clear()
+            self._scanned = 0
+        return lines
+
+    def finish(self) -> list[Line]:
+        """The last line, when the stream did not end with a newline."""
+        lines: list[Line] = []
+        if self._buffer.strip() or self._dropped is not None:
+            self._complete(self._buffer, lines)
+        self._buffer = bytearray()
+        self._scanned = 0
+        return lines
+
+    def _complete(self, line: bytearray, lines: list[Line]) -> None:
+        self._number += 1
+        if self._dropped is not None or len(line) > self._max_line:
+            start = self._dropped if self._dropped is not None else bytes(line[:SNIPPET_BYTES])
+            lines.append((self._number, start, True))
+            self._dropped = None
+        elif line.strip():
+            lines.append((self._number, bytes(line).removesuffix(b"\r"), False))
+
+
 async def _lines(
     response: aiohttp.ClientResponse, method: str, url: str, timeout_between_chunks: float
-) -> AsyncGenerator[tuple[int, bytes], None]:
-    """Split a body into numbered lines without a line-length limit."""
-    number = 0
-    pending = b""
+) -> AsyncGenerator[Line, None]:
+    """The body's lines as `LineSplitter` splits them, chunk by chunk as they arrive."""
+    splitter = LineSplitter()
     chunks = response.content.iter_any()
-    while True:
-        chunk = await _next_chunk(chunks, method, url, timeout_between_chunks)
-        if chunk is None:
-            break
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            number += 1
-            if line.strip():
-                yield number, line.removesuffix(b"\r")
-    if pending.strip():
-        yield number + 1, pending.removesuffix(b"\r")
+    while (chunk := await _next_chunk(chunks, method, url, timeout_between_chunks)) is not None:
+        for line in splitter.feed(chunk):
+            yield line
+    for line in splitter.finish():
+        yield line
 
 
 async def _next_chunk(

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from asyncbatch import APIConnectionError, Batch, DecodeError, Event, EventKind, Strategy
 from asyncbatch._budget import TokenBucket
-from asyncbatch._client import decode
 from asyncbatch._events import classify, is_stale
 from asyncbatch._models import (
     batch_decoder,
     created_decoder,
+    decode_body,
     error_decoder,
     page_decoder,
     result_decoder,
@@ -45,7 +45,7 @@ JSON = st.recursive(
 
 def _decode_or_error(decoder: msgspec.json.Decoder[Any], body: bytes) -> object:
     try:
-        return decode(decoder, body, "fuzz")
+        return decode_body(decoder, body, "fuzz")
     except DecodeError as exc:
         return exc
 
