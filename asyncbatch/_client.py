@@ -253,7 +253,9 @@ class Batches:
         path = f"/analyze/batches/{check_batch_id(batch_id)}"
         await self._transport.request("DELETE", path, retry=retry, deadline=_deadline(timeout))
 
-    def results(self, batch_id: str, *, retry: RetryPolicy | None = None) -> ResultStream:
+    def results(
+        self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> ResultStream:
         """Stream the batch's results, one `ResultItem` per item, decoded as lines arrive.
 
         Use ``async with client.batches.results(id) as items: async for item in
@@ -261,9 +263,15 @@ class Batches:
         ``async for`` that runs to the end. A line that breaks the schema
         raises `DecodeError` naming its line number; nothing is skipped
         silently.
+
+        ``timeout`` bounds the whole download, from opening the stream (retries
+        included) to the last line, and raises `APITimeoutError` when it runs
+        out. Without it a large batch may take as long as it needs, but the
+        client's ``timeout`` still bounds each attempt to open the stream (a
+        server that trickles its headers is cut off) and each wait for data.
         """
         path = f"/analyze/batches/{check_batch_id(batch_id)}/results"
-        return ResultStream(self._transport, path, result_decoder, retry=retry)
+        return ResultStream(self._transport, path, result_decoder, retry=retry, timeout=timeout)
 
     async def wait(
         self, batch_id: str, *, timeout: float | None = None, **watch_options: Any

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+import anyio
 import msgspec
 
 from ._errors import DecodeError
@@ -29,7 +30,8 @@ class ResultStream:
 
     The response opens on the first ``anext()`` (or on ``async with``) and is
     released when the lines run out, when the transport fails, or when the
-    ``async with`` exits.
+    ``async with`` exits. ``timeout`` (seconds, from that opening to the last
+    line) bounds the whole download; `APITimeoutError` when it runs out.
     """
 
     def __init__(
@@ -39,11 +41,13 @@ class ResultStream:
         decoder: msgspec.json.Decoder[ResultItem],
         *,
         retry: RetryPolicy | None,
+        timeout: float | None = None,
     ) -> None:
         self._transport = transport
         self._path = path
         self._decoder = decoder
         self._retry = retry
+        self._timeout = timeout
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._lines: AsyncIterator[Line] | None = None
         self._done = False
@@ -98,8 +102,9 @@ class ResultStream:
             raise StopAsyncIteration
         if self._lines is None:
             stack = contextlib.AsyncExitStack()
+            deadline = None if self._timeout is None else anyio.current_time() + self._timeout
             self._lines = await stack.enter_async_context(
-                self._transport.stream_lines(self._path, retry=self._retry)
+                self._transport.stream_lines(self._path, retry=self._retry, deadline=deadline)
             )
             self._exit_stack = stack
         return self._lines

@@ -8,9 +8,10 @@ bytes back and decode them.
 
 Timeouts: ``timeout`` bounds one request (connect to last byte); a call's
 ``deadline`` (absolute, on the event loop clock) bounds the call with all its
-retries and backoff sleeps. A results stream has no total bound, only a bound
-on each wait for data (the headers, then every chunk), since a large batch
-legitimately takes a while to download.
+retries and backoff sleeps. A results stream has no total bound unless its
+caller gives a deadline, since a large batch legitimately takes a while to
+download; ``timeout`` still bounds each attempt to get its headers and each
+wait for data.
 """
 
 from __future__ import annotations
@@ -207,38 +208,43 @@ class Transport:
 
     @contextlib.asynccontextmanager
     async def stream_lines(
-        self, path: str, *, retry: RetryPolicy | None = None
+        self, path: str, *, retry: RetryPolicy | None = None, deadline: float | None = None
     ) -> AsyncIterator[AsyncIterator[Line]]:
         """Open a GET whose body is JSON Lines; yields `Line` tuples (see `LineSplitter`).
 
-        Opening is retried like any GET; once lines flow, a broken stream raises
-        `APIConnectionError` instead of restarting, which would repeat lines.
-        A last line without a newline is yielded too. The response
-        is released when the ``async with`` exits, however it exits.
+        Opening is retried like any GET, and each attempt must get its headers
+        within the client's ``timeout`` (a server that trickles them byte by
+        byte is cut off). Once lines flow, every wait for data is bounded by
+        that ``timeout`` too, and a broken stream raises `APIConnectionError`
+        instead of restarting, which would repeat lines. ``deadline`` (on the
+        event loop clock) bounds everything, opening to the last line. A last
+        line without a newline is yielded too. The response is released when
+        the ``async with`` exits, however it exits.
         """
         method, url = "GET", self._base_url + path
-        # No total bound, but sock_read bounds the wait for the headers (and each
-        # read): without it a server that never answers would hang us forever.
+        # No total bound from aiohttp (it would cover the whole body): sock_read bounds
+        # each read, and fail_after below the whole wait for the headers.
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout, sock_read=self._timeout
         )
-        timeout_between_chunks = self._timeout
 
         async def attempt() -> aiohttp.ClientResponse:
             with _ClientErrors(method, url, creates=False):
-                response = await self._client_session().request(
-                    method, url, headers=self._headers, timeout=timeout, allow_redirects=False
-                )
+                with anyio.fail_after(self._request_timeout(deadline)):
+                    response = await self._client_session().request(
+                        method, url, headers=self._headers, timeout=timeout, allow_redirects=False
+                    )
                 if response.status < _FIRST_ERROR_STATUS:
                     return response
                 try:
-                    payload = await _read_body(response, method, url)
+                    with anyio.fail_after(self._request_timeout(deadline)):
+                        payload = await _read_body(response, method, url)
                 finally:
                     response.release()
             raise _status_failure(response.status, response.headers, payload, method, url)
 
-        response = await self._with_retries(attempt, method, path, retry, None)
-        lines = _lines(response, method, url, timeout_between_chunks)
+        response = await self._with_retries(attempt, method, path, retry, deadline)
+        lines = _lines(response, method, url, _ChunkWait(self._timeout, deadline))
         try:
             yield lines
         finally:
@@ -477,28 +483,43 @@ class LineSplitter:
             lines.append((self._number, bytes(line).removesuffix(b"\r"), False))
 
 
+@dataclass(frozen=True, slots=True)
+class _ChunkWait:
+    """How long a stream may wait for its next chunk: ``timeout``, cut short by ``deadline``."""
+
+    timeout: float
+    deadline: float | None
+
+    def seconds(self, where: str) -> float:
+        if self.deadline is None:
+            return self.timeout
+        remaining = self.deadline - anyio.current_time()
+        if remaining <= 0:
+            raise APITimeoutError(f"{where}: the call's deadline passed")
+        return min(self.timeout, remaining)
+
+
 async def _lines(
-    response: aiohttp.ClientResponse, method: str, url: str, timeout_between_chunks: float
+    response: aiohttp.ClientResponse, method: str, url: str, wait: _ChunkWait
 ) -> AsyncGenerator[Line, None]:
     """The body's lines as `LineSplitter` splits them, chunk by chunk as they arrive."""
     splitter = LineSplitter()
     chunks = response.content.iter_any()
-    while (chunk := await _next_chunk(chunks, method, url, timeout_between_chunks)) is not None:
+    while (chunk := await _next_chunk(chunks, f"{method} {url}", wait)) is not None:
         for line in splitter.feed(chunk):
             yield line
     for line in splitter.finish():
         yield line
 
 
-async def _next_chunk(
-    chunks: AsyncIterator[bytes], method: str, url: str, timeout: float
-) -> bytes | None:
+async def _next_chunk(chunks: AsyncIterator[bytes], where: str, wait: _ChunkWait) -> bytes | None:
+    seconds = wait.seconds(where)
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(seconds):
             return await anext(chunks)
     except StopAsyncIteration:
         return None
     except TimeoutError as exc:
-        raise APITimeoutError(f"{method} {url}: no data for {timeout:g} s") from exc
+        raise APITimeoutError(f"{where}: no data for {seconds:g} s") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise APIConnectionError(f"{method} {url}: stream broke: {type(exc).__name__}") from exc
+        raise APIConnectionError(f"{where}: stream broke: {type(exc).__name__}") from exc

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import anyio
+import anyio.abc
 import pytest
 from aiohttp.test_utils import TestServer
 from hypothesis import given
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 
 from asyncbatch import (
     APIStatusError,
+    APITimeoutError,
     BadRequestError,
     Client,
     DecodeError,
@@ -45,6 +48,7 @@ from asyncbatch.webhooks import (
     verify,
 )
 from tests._server import (
+    API_KEY,
     BATCH_ID,
     CREATE_REQUEST,
     RESULT_LINES,
@@ -371,7 +375,7 @@ def _reference(data: bytes, max_line: int) -> list[tuple[int, bytes, bool]]:
 
 
 @given(
-    data=st.lists(st.sampled_from([b"a", b"\n", b"\r", b" ", b"{\"k\":1}", b"x" * 90]), max_size=60),
+    data=st.lists(st.sampled_from([b"a", b"\n", b"\r", b" ", b'{"k":1}', b"x" * 90]), max_size=60),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
     max_line=st.sampled_from([200, 300, 1000]),
 )
@@ -399,3 +403,62 @@ def test_line_splitting_is_linear_in_the_bytes_received() -> None:
         (2, len(RESULT_LINES[0]), False),
     ]
     assert elapsed < 1.0
+
+
+# -- time bounds on the results stream ---------------------------------------------------
+
+
+async def _trickle_headers(stream: anyio.abc.SocketStream) -> None:
+    """Answer any request with headers sent one byte a second, and never finish them."""
+    async with stream:
+        await stream.receive()
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nX-Padding: " + b"a" * 4096
+        for byte in head:
+            await stream.send(bytes([byte]))
+            await anyio.sleep(1.0)
+
+
+async def test_a_server_trickling_its_headers_cannot_hold_results_open() -> None:
+    """Each attempt to open a results stream gets the client's timeout for its headers in
+    all, however steadily they trickle: the stream fails with APITimeoutError in time."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - not Django
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, _trickle_headers)
+        base_url = f"http://127.0.0.1:{port}/v1.3"
+        async with Client(api_key=API_KEY, base_url=base_url, timeout=5.0, retry=ONE_TRY) as c:
+            started = anyio.current_time()
+            with pytest.raises(APITimeoutError):
+                async with c.batches.results(BATCH_ID) as items:
+                    await anext(items)
+            elapsed = anyio.current_time() - started
+        group.cancel_scope.cancel()
+    assert 5.0 <= elapsed < 6.0
+
+
+async def test_results_timeout_bounds_the_whole_download() -> None:
+    """``results(timeout=10)`` ends a stream that stalls after its first line at 10 s, not at
+    the client's 60 s bound on one wait for data."""
+    async with connected(timeout=60.0) as (server, client):
+        server.on("GET", RESULTS_PATH, Reply(200, chunks=[RESULT_LINES[0] + b"\n"], stall=100))
+        started = anyio.current_time()
+        items = client.batches.results(BATCH_ID, timeout=10.0)
+        first = await anext(items)
+        with pytest.raises(APITimeoutError, match=r"deadline|no data for"):
+            await anext(items)
+        elapsed = anyio.current_time() - started
+    assert first.custom_id == "summary-001"
+    assert 10.0 <= elapsed < 10.5
+
+
+async def test_results_timeout_bounds_opening_with_its_retries() -> None:
+    """``results(timeout=5)`` against a server slow to answer raises APITimeoutError at 5 s,
+    retries included, while the client's own timeout is 60 s."""
+    async with connected(timeout=60.0) as (server, client):
+        server.on("GET", RESULTS_PATH, Reply(200, RESULT_LINES[0], delay=30))
+        started = anyio.current_time()
+        with pytest.raises(APITimeoutError):
+            async with client.batches.results(BATCH_ID, timeout=5.0) as items:
+                await anext(items)
+        elapsed = anyio.current_time() - started
+    assert 5.0 <= elapsed < 5.5
