@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from ._redact import scrub_secrets
+
 PROG = "asyncbatch"
 
 
@@ -46,11 +48,8 @@ class Streams:
         self.note(f"{PROG}: error: {' '.join(message.split())}")
 
     def scrub(self, text: str) -> str:
-        """``text`` with every secret replaced by ``***``."""
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        """``text`` with every secret (as a whole token) and URL password replaced by ``***``."""
+        return scrub_secrets(text, self.secrets)
 
 
 SECRET_FLAGS = ("--api-key", "--secret", "--webhook-secret")

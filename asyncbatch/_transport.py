@@ -48,6 +48,7 @@ from ._errors import (
     status_error_class,
 )
 from ._models import SNIPPET_BYTES, decode_body, error_decoder
+from ._redact import redact_url, redact_urls
 from ._retry import RetryPolicy, parse_retry_after, retry_delay, status_is_retryable
 from ._version import __version__
 
@@ -89,7 +90,7 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
     """The base URL without a trailing slash; refuses plain HTTP to remote hosts."""
     parts = urlsplit(base_url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+        raise ConfigurationError(f"base_url must be an http(s) URL, got {redact_url(base_url)!r}")
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
         raise ConfigurationError(
             f"refusing plain http:// to {parts.hostname}: the API key would travel in clear "
@@ -133,6 +134,7 @@ class Transport:
         }
         self._json_headers = {**self._headers, "content-type": "application/json"}
         self._base_url = base_url
+        self._shown_url = redact_url(base_url)  # for messages and reprs: no password
         self._timeout = timeout
         self._default_timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry
@@ -142,12 +144,12 @@ class Transport:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<Transport {self._base_url}>"
+        return f"<Transport {self._shown_url}>"
 
     @property
     def base_url(self) -> str:
-        """The API root every path is appended to."""
-        return self._base_url
+        """The API root every path is appended to, any password in it shown as ``***``."""
+        return self._shown_url
 
     async def aclose(self) -> None:
         """Close the session if this transport made it. Idempotent."""
@@ -179,7 +181,7 @@ class Transport:
         ``creates`` marks the non-idempotent create: it is retried only where
         the server cannot have acted. Raises an `AsyncBatchError` subclass.
         """
-        url = self._base_url + path
+        url, shown = self._base_url + path, self._shown_url + path
 
         async def attempt() -> Response:
             timeout = (
@@ -187,7 +189,7 @@ class Transport:
                 if deadline is None
                 else aiohttp.ClientTimeout(total=self._request_timeout(deadline))
             )
-            with _ClientErrors(method, url, creates=creates):
+            with _ClientErrors(method, shown, creates=creates):
                 async with self._client_session().request(
                     method,
                     url,
@@ -197,11 +199,11 @@ class Transport:
                     timeout=timeout,
                     allow_redirects=False,
                 ) as response:
-                    payload = await _read_body(response, method, url)
+                    payload = await _read_body(response, method, shown)
                     status = response.status
                     headers = response.headers  # case-insensitive already
             if status >= _FIRST_ERROR_STATUS:
-                raise _status_failure(status, headers, payload, method, url, creates=creates)
+                raise _status_failure(status, headers, payload, method, shown, creates=creates)
             return Response(status, headers, payload)
 
         return await self._with_retries(attempt, method, path, retry, deadline)
@@ -221,7 +223,7 @@ class Transport:
         line without a newline is yielded too. The response is released when
         the ``async with`` exits, however it exits.
         """
-        method, url = "GET", self._base_url + path
+        method, url, shown = "GET", self._base_url + path, self._shown_url + path
         # No total bound from aiohttp (it would cover the whole body): sock_read bounds
         # each read, and fail_after below the whole wait for the headers.
         timeout = aiohttp.ClientTimeout(
@@ -229,7 +231,7 @@ class Transport:
         )
 
         async def attempt() -> aiohttp.ClientResponse:
-            with _ClientErrors(method, url, creates=False):
+            with _ClientErrors(method, shown, creates=False):
                 with anyio.fail_after(self._request_timeout(deadline)):
                     response = await self._client_session().request(
                         method, url, headers=self._headers, timeout=timeout, allow_redirects=False
@@ -238,13 +240,13 @@ class Transport:
                     return response
                 try:
                     with anyio.fail_after(self._request_timeout(deadline)):
-                        payload = await _read_body(response, method, url)
+                        payload = await _read_body(response, method, shown)
                 finally:
                     response.release()
-            raise _status_failure(response.status, response.headers, payload, method, url)
+            raise _status_failure(response.status, response.headers, payload, method, shown)
 
         response = await self._with_retries(attempt, method, path, retry, deadline)
-        lines = _lines(response, method, url, _ChunkWait(self._timeout, deadline))
+        lines = _lines(response, method, shown, _ChunkWait(self._timeout, deadline))
         try:
             yield lines
         finally:
@@ -271,17 +273,20 @@ class Transport:
         for number in range(1, policy.max_attempts + 1):
             try:
                 return await attempt()
-            except _Failure as failure:
-                delay = self._delay_before_retry(failure, policy, number, deadline)
-                logger.debug(
-                    "%s %s failed (%s); retry %d in %.2f s",
-                    method,
-                    path,
-                    failure.error,
-                    number,
-                    delay,
-                )
-                await anyio.sleep(delay)
+            except _Failure as caught:
+                failure = caught
+            # Decided outside the ``except``: the error raised must not carry the private
+            # `_Failure` as its ``__context__`` ("During handling of the above exception...").
+            delay = self._delay_before_retry(failure, policy, number, deadline)
+            logger.debug(
+                "%s %s failed (%s); retry %d in %.2f s",
+                method,
+                path,
+                failure.error,
+                number,
+                delay,
+            )
+            await anyio.sleep(delay)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     def _delay_before_retry(
@@ -411,13 +416,19 @@ def _map_failure(where: str, exc: BaseException, *, creates: bool) -> _Failure |
     if isinstance(exc, aiohttp.InvalidURL):
         return _failure(APIConnectionError(f"{where}: invalid URL"), exc, False)
     if isinstance(exc, aiohttp.ClientError | OSError):
-        message = f"{where}: {type(exc).__name__}: {exc}"
+        message = f"{where}: {type(exc).__name__}: {redact_urls(str(exc))}"
         return _failure(APIConnectionError(message), exc, not creates)
     return None
 
 
 def _failure(error: AsyncBatchError, cause: BaseException, retryable: bool) -> _Failure:
-    error.__cause__ = cause
+    # aiohttp's own message may quote the URL, password and all (InvalidURL does):
+    # such a cause is left out of the chain rather than shown in a traceback.
+    text = str(cause)
+    if redact_urls(text) == text:
+        error.__cause__ = cause
+    else:
+        error.__suppress_context__ = True
     return _Failure(error, retryable)
 
 
