@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from ._cli_render import terminal_text
 from ._redact import scrub_secrets
 
 PROG = "asyncbatch"
@@ -35,8 +36,8 @@ class Streams:
         self.stdout.flush()
 
     def note(self, line: str) -> None:
-        """A line for the person at the terminal, on stderr."""
-        self.stderr.write(self.scrub(line) + "\n")
+        """A line for the person at the terminal, on stderr; secrets scrubbed, controls escaped."""
+        self.stderr.write(terminal_text(self.scrub(line), keep_newlines=True) + "\n")
         self.stderr.flush()
 
     def warn(self, message: str) -> None:
