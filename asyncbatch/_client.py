@@ -61,6 +61,20 @@ def check_batch_id(batch_id: object) -> str:
     raise InvalidBatchIdError(f"a batch ID is 24 hexadecimal digits, got {shown}")
 
 
+def check_not_a_string(value: object, name: str) -> None:
+    """Raise `TypeError` when a lone ``str`` (or bytes) is given where a sequence belongs.
+
+    Iterating a string yields its characters: ``watch("68f4...")`` would watch
+    "6", "8", ..., and ``list(status="completed")`` would send nine one-letter
+    filters.
+    """
+    if isinstance(value, str | bytes):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise TypeError(
+            f"{name} takes a list of values, not a single string: pass [{shown}] instead"
+        )
+
+
 class Client:
     """An async client for the TwelveLabs batch-analysis API.
 
@@ -74,7 +88,9 @@ class Client:
         timeout: seconds one request may take, connect to last byte.
         retry: the default `RetryPolicy` of every call.
         session: an `aiohttp.ClientSession` to borrow; the client then leaves
-            closing it to you.
+            closing it to you. The session the client makes itself trusts the
+            environment: ``$HTTPS_PROXY``, ``$HTTP_PROXY`` and ``$NO_PROXY`` (and
+            ``~/.netrc``) apply, as in httpx, requests and boto3.
     """
 
     def __init__(
@@ -124,7 +140,12 @@ class Client:
         await self._transport.aclose()
 
     def watch(self, batch_ids: Iterable[str] = (), **options: Any) -> Watcher:
-        """A `Watcher` over ``batch_ids``; see `Watcher` for the options."""
+        """A `Watcher` over ``batch_ids``; see `Watcher` for the options.
+
+        ``batch_ids`` is a list (any iterable) of IDs: a single ID as a bare
+        string raises `TypeError`.
+        """
+        check_not_a_string(batch_ids, "batch_ids")
         from ._watcher import Watcher  # noqa: PLC0415 - the watcher builds on the client
 
         return Watcher(self, batch_ids, **options)
@@ -158,7 +179,7 @@ class Batches:
         )
         return decode_body(batch_decoder, response.body, f"GET {path}")
 
-    async def list(
+    def list(
         self,
         *,
         status: Iterable[str] | None = None,
@@ -169,18 +190,32 @@ class Batches:
     ) -> AsyncGenerator[Batch, None]:
         """Every batch of the account, newest first, fetched a page at a time as you iterate.
 
-        ``status`` and ``analysis_mode`` filter (several values are OR-ed).
+        ``status`` and ``analysis_mode`` filter (several values are OR-ed); each
+        is a list, and a bare string raises `TypeError`.
         Paging stops at ``page_info.total_page`` without asking for an empty
         page past it; when ``page_info`` is missing or lies, it stops at the
         first empty or short page, when the server answers a page other than
         the one asked for, or at a page with no batch not yielded before. A
-        batch that a shift between pages shows twice is yielded once.
-        ``timeout`` bounds each page.
+        batch shown twice (by a shift between pages, or within one page) is
+        yielded once.
+        ``timeout`` bounds each page. Arguments are checked at the call,
+        before iteration starts.
         """
+        check_not_a_string(status, "status")
+        check_not_a_string(analysis_mode, "analysis_mode")
         if not 1 <= page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"page_limit must be 1 to {MAX_PAGE_LIMIT}, got {page_limit}")
         filters = [("status", s) for s in status or ()]
         filters += [("analysis_mode", m) for m in analysis_mode or ()]
+        return self._pages(filters, page_limit, timeout, retry)
+
+    async def _pages(
+        self,
+        filters: list[tuple[str, str]],
+        page_limit: int,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+    ) -> AsyncGenerator[Batch, None]:
         seen: set[str] = set()
         page = 1
         while True:
@@ -189,9 +224,8 @@ class Batches:
                 "GET", "/analyze/batches", params=params, retry=retry, deadline=_deadline(timeout)
             )
             result = decode_body(page_decoder, response.body, f"GET /analyze/batches page {page}")
-            fresh = [batch for batch in result.data if batch.batch_id not in seen]
+            fresh = _unseen(result.data, seen)
             for batch in fresh:
-                seen.add(batch.batch_id)
                 yield batch
             # A page of nothing new means the server ignores ``page`` (or clamps it
             # without saying so): asking further would loop forever.
@@ -215,6 +249,7 @@ class Batches:
         retried only on answers that prove no batch was made (429, 503, or a
         connection that never opened), so a retry never creates a twin.
         """
+        check_not_a_string(requests, "requests")
         request = _build_create_request(requests, model_name, analysis_mode, defaults)
         try:
             body = encoder.encode(request)
@@ -309,6 +344,16 @@ class Batches:
         )
         remaining = None if deadline is None else max(0.0, deadline - anyio.current_time())
         return await self.wait(created.batch_id, timeout=remaining, **watch_options)
+
+
+def _unseen(batches: Iterable[Batch], seen: set[str]) -> list[Batch]:
+    """The batches whose IDs are not in ``seen``, each once, in order; adds them to ``seen``."""
+    fresh = []
+    for batch in batches:
+        if batch.batch_id not in seen:
+            seen.add(batch.batch_id)
+            fresh.append(batch)
+    return fresh
 
 
 def _deadline(timeout: float | None) -> float | None:

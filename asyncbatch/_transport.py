@@ -162,7 +162,9 @@ class Transport:
         if self._closed:
             raise ClientClosedError("this client is closed")
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # trust_env: honour HTTP(S)_PROXY, NO_PROXY and ~/.netrc as httpx, requests and
+            # boto3 do; a service behind an egress proxy needs nothing else.
+            self._session = aiohttp.ClientSession(trust_env=True)
         return self._session
 
     async def request(
