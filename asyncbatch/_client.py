@@ -211,7 +211,7 @@ class Batches:
 
     async def _pages(
         self,
-        filters: list[tuple[str, str]],
+        filters: Sequence[tuple[str, str]],
         page_limit: int,
         timeout: float | None,
         retry: RetryPolicy | None,
