@@ -179,7 +179,7 @@ class Batches:
         )
         return decode_body(batch_decoder, response.body, f"GET {path}")
 
-    def list(
+    async def list(
         self,
         *,
         status: Iterable[str] | None = None,
@@ -198,8 +198,8 @@ class Batches:
         the one asked for, or at a page with no batch not yielded before. A
         batch shown twice (by a shift between pages, or within one page) is
         yielded once.
-        ``timeout`` bounds each page. Arguments are checked at the call,
-        before iteration starts.
+        ``timeout`` bounds each page. Arguments are checked when iteration
+        starts, before any request.
         """
         check_not_a_string(status, "status")
         check_not_a_string(analysis_mode, "analysis_mode")
@@ -207,15 +207,6 @@ class Batches:
             raise ValueError(f"page_limit must be 1 to {MAX_PAGE_LIMIT}, got {page_limit}")
         filters = [("status", s) for s in status or ()]
         filters += [("analysis_mode", m) for m in analysis_mode or ()]
-        return self._pages(filters, page_limit, timeout, retry)
-
-    async def _pages(
-        self,
-        filters: Sequence[tuple[str, str]],
-        page_limit: int,
-        timeout: float | None,
-        retry: RetryPolicy | None,
-    ) -> AsyncGenerator[Batch, None]:
         seen: set[str] = set()
         page = 1
         while True:

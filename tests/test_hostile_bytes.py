@@ -28,6 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncbatch import (
+    APIConnectionError,
     APIStatusError,
     APITimeoutError,
     BadRequestError,
@@ -462,3 +463,15 @@ async def test_results_timeout_bounds_opening_with_its_retries() -> None:
                 await anext(items)
         elapsed = anyio.current_time() - started
     assert 5.0 <= elapsed < 5.5
+
+
+async def test_an_oversized_header_is_a_connection_error() -> None:
+    """A response header over aiohttp's 8,190-byte field limit raises APIConnectionError."""
+    async with connected() as (server, client):
+        server.on(
+            "GET",
+            f"/analyze/batches/{BATCH_ID}",
+            Reply(200, STATUS_BODIES["pending"], headers={"X-Padding": "a" * 20_000}),
+        )
+        with pytest.raises(APIConnectionError):
+            await client.batches.retrieve(BATCH_ID, retry=ONE_TRY)
