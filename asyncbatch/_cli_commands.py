@@ -14,7 +14,7 @@ from typing import Any
 
 from ._cli_create import load_create_body
 from ._cli_io import Streams
-from ._cli_render import batch_json, batch_line, json_text, struct_json
+from ._cli_render import batch_json, batch_line, json_text, struct_json, terminal_text
 from ._cli_view import make_view
 from ._cli_watch import follow, report_exit, watch_options
 from ._client import Client
@@ -56,7 +56,7 @@ async def cancel_command(client: Client, args: argparse.Namespace, streams: Stre
     if args.json:
         streams.out(json_text(batch_json(batch)))
     else:
-        streams.out(f"{batch.batch_id}: cancel requested, status now {batch.status}")
+        streams.out(terminal_text(f"{batch.batch_id}: cancel requested, status now {batch.status}"))
     return 0
 
 
@@ -77,7 +77,7 @@ async def create_command(client: Client, args: argparse.Namespace, streams: Stre
     if args.json:
         streams.out(json_text(struct_json(created)))
     else:
-        streams.out(created.batch_id)
+        streams.out(terminal_text(created.batch_id))
     if not args.watch:
         return 0
     view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)

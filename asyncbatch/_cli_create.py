@@ -15,6 +15,7 @@ import msgspec
 from ._cli_io import CommandError
 
 _BODY_KEYS = ("defaults", "model_name", "analysis_mode")
+_BOM = "\ufeff"
 
 
 def load_create_body(path: str, stdin: TextIO | None) -> dict[str, Any]:
@@ -30,7 +31,8 @@ def load_create_body(path: str, stdin: TextIO | None) -> dict[str, Any]:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}", 2) from None
     except UnicodeDecodeError:
         raise CommandError(f"{name} is not UTF-8 text", 2) from None
-    return parse_create_input(text, name)
+    # Editors on Windows start UTF-8 files with a byte order mark; it is not JSON.
+    return parse_create_input(text.removeprefix(_BOM), name)
 
 
 def parse_create_input(text: str, name: str) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def parse_create_input(text: str, name: str) -> dict[str, Any]:
         raise CommandError(f"{name} holds no requests", 2)
     try:
         whole = msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except Exception:  # any decoder failure (RecursionError too): try it as JSON Lines
         requests = _json_lines(text, name)  # not one JSON document: JSON Lines, then
     else:
         if isinstance(whole, dict) and "requests" in whole:
@@ -55,8 +57,9 @@ def _json_lines(text: str, name: str) -> list[Any]:
             continue
         try:
             requests.append(msgspec.json.decode(line))
-        except msgspec.DecodeError as exc:
-            raise CommandError(f"{name} line {number} is not valid JSON ({exc})", 2) from None
+        except Exception as exc:  # any decoder failure, RecursionError from deep nesting too
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise CommandError(f"{name} line {number} is not valid JSON ({reason})", 2) from None
     return requests
 
 

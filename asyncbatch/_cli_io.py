@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from ._cli_render import terminal_text
+from ._redact import scrub_secrets
+
 PROG = "asyncbatch"
 
 
@@ -33,8 +36,8 @@ class Streams:
         self.stdout.flush()
 
     def note(self, line: str) -> None:
-        """A line for the person at the terminal, on stderr."""
-        self.stderr.write(self.scrub(line) + "\n")
+        """A line for the person at the terminal, on stderr; secrets scrubbed, controls escaped."""
+        self.stderr.write(terminal_text(self.scrub(line), keep_newlines=True) + "\n")
         self.stderr.flush()
 
     def warn(self, message: str) -> None:
@@ -46,11 +49,8 @@ class Streams:
         self.note(f"{PROG}: error: {' '.join(message.split())}")
 
     def scrub(self, text: str) -> str:
-        """``text`` with every secret replaced by ``***``."""
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        """``text`` with every secret (as a whole token) and URL password replaced by ``***``."""
+        return scrub_secrets(text, self.secrets)
 
 
 SECRET_FLAGS = ("--api-key", "--secret", "--webhook-secret")

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from ._cli_io import PROG, Streams
+from ._cli_render import terminal_text
 
 LOGGER_NAME = "asyncbatch"
 
@@ -46,11 +47,12 @@ class LogRelay(logging.Handler):
         return _active.get() is self and super().filter(record)
 
     def format(self, record: logging.LogRecord) -> str:
-        """``asyncbatch: warning: <message>``, then the traceback, if any; secrets scrubbed."""
+        """``asyncbatch: warning: <message>``, then the traceback, if any; secrets scrubbed,
+        control characters escaped."""
         text = f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
         if record.exc_info:
             text += "\n" + logging.Formatter().formatException(record.exc_info)
-        return self._streams.scrub(text)
+        return terminal_text(self._streams.scrub(text), keep_newlines=True)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Hand the line to the live view when one is on screen, else to stderr."""

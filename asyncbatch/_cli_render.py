@@ -9,6 +9,7 @@ object or null and ``error`` the error's text or null.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgspec
@@ -17,6 +18,26 @@ from ._events import Event
 from ._models import Batch, ResultItem
 
 _encoder = msgspec.json.Encoder()
+
+# C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a terminal shows.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_text(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: every control character escaped as ``\\xNN`` / ``\\uNNNN``.
+
+    Servers choose statuses, messages and error bodies; an ESC in one would let
+    them move the cursor, retitle the window or hide lines. JSON output needs
+    none of this: its encoder escapes control characters already.
+    """
+    pattern = _CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS
+    return pattern.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def batch_json(batch: Batch) -> dict[str, Any]:
@@ -88,7 +109,7 @@ def counts_text(batch: Batch) -> str:
 def batch_line(batch: Batch) -> str:
     """One human line for a batch: ID, status, counters, mode, creation time."""
     created = batch.created_at.strftime("%Y-%m-%d %H:%M:%SZ")
-    return (
+    return terminal_text(
         f"{batch.batch_id}  {batch.status:<10}  {counts_text(batch)}  "
         f"{batch.analysis_mode}  created {created}"
     )

@@ -20,6 +20,7 @@ from ._cli_render import (
     json_line,
     rate_text,
     segment_cells,
+    terminal_text,
     text_bar,
 )
 from ._events import Event
@@ -112,7 +113,7 @@ class PlainView:
         """Never given any: log lines go to stderr, apart from the event lines."""
 
     def _write(self, line: str) -> None:
-        self._stream.write(line + "\n")
+        self._stream.write(terminal_text(line) + "\n")
         self._stream.flush()
 
 
@@ -174,12 +175,18 @@ class LiveView:
             self._live.stop()
             self._live = None
         for line in board.summary_lines(elapsed):
-            self._console.print(line, highlight=False, markup=False)
+            self._console.print(terminal_text(line), highlight=False, markup=False)
 
     def log(self, line: str) -> None:
         """Print a log line above the table (rich keeps the table below it) and count it."""
         self._logged += 1
-        self._console.print(line, highlight=False, markup=False, style="yellow", soft_wrap=True)
+        self._console.print(
+            terminal_text(line, keep_newlines=True),
+            highlight=False,
+            markup=False,
+            style="yellow",
+            soft_wrap=True,
+        )
 
     def _table(self, board: Board, now: float) -> Table:
         from rich.table import Table  # noqa: PLC0415 - rich is an optional extra
@@ -222,16 +229,16 @@ _STATUS_STYLES = {
 def _cells(row: Row) -> tuple[RenderableType, ...]:
     from rich.text import Text  # noqa: PLC0415 - rich is an optional extra
 
-    status = Text(row.status_text, style=_STATUS_STYLES.get(row.status_text, ""))
+    status = Text(terminal_text(row.status_text), style=_STATUS_STYLES.get(row.status_text, ""))
     batch = row.batch
     if batch is None:
-        return (row.batch_id, status, "", "", "", "", "", "", "")
+        return (terminal_text(row.batch_id), status, "", "", "", "", "", "", "")
     ready, failed, canceled, left = segment_cells(batch, 30)
     bar = Text()
     for cells, style in ((ready, "green"), (failed, "red"), (canceled, "yellow"), (left, "grey35")):
         bar.append("━" * cells, style=style)
     return (
-        row.batch_id,
+        terminal_text(row.batch_id),
         status,
         bar,
         f"{batch.finished_items}/{batch.total_items}",

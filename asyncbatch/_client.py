@@ -30,6 +30,7 @@ from ._models import (
     PageInfo,
     batch_decoder,
     created_decoder,
+    decode_body,
     encoder,
     page_decoder,
     result_decoder,
@@ -60,13 +61,18 @@ def check_batch_id(batch_id: object) -> str:
     raise InvalidBatchIdError(f"a batch ID is 24 hexadecimal digits, got {shown}")
 
 
-def decode(decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
-    """Decode ``body``; a body that breaks the schema raises `DecodeError` with a snippet."""
-    try:
-        return decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        # msgspec checks UTF-8 only inside strings, and raises the codec's error there.
-        raise DecodeError(f"{what}: {exc}", snippet=body[:200]) from None
+def check_not_a_string(value: object, name: str) -> None:
+    """Raise `TypeError` when a lone ``str`` (or bytes) is given where a sequence belongs.
+
+    Iterating a string yields its characters: ``watch("68f4...")`` would watch
+    "6", "8", ..., and ``list(status="completed")`` would send nine one-letter
+    filters.
+    """
+    if isinstance(value, str | bytes):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise TypeError(
+            f"{name} takes a list of values, not a single string: pass [{shown}] instead"
+        )
 
 
 class Client:
@@ -82,7 +88,9 @@ class Client:
         timeout: seconds one request may take, connect to last byte.
         retry: the default `RetryPolicy` of every call.
         session: an `aiohttp.ClientSession` to borrow; the client then leaves
-            closing it to you.
+            closing it to you. The session the client makes itself trusts the
+            environment: ``$HTTPS_PROXY``, ``$HTTP_PROXY`` and ``$NO_PROXY`` (and
+            ``~/.netrc``) apply, as in httpx, requests and boto3.
     """
 
     def __init__(
@@ -132,7 +140,11 @@ class Client:
         await self._transport.aclose()
 
     def watch(self, batch_ids: Iterable[str] = (), **options: Any) -> Watcher:
-        """A `Watcher` over ``batch_ids``; see `Watcher` for the options."""
+        """A `Watcher` over ``batch_ids``; see `Watcher` for the options.
+
+        ``batch_ids`` is a list (any iterable) of IDs: a single ID as a bare
+        string raises `TypeError`.
+        """
         from ._watcher import Watcher  # noqa: PLC0415 - the watcher builds on the client
 
         return Watcher(self, batch_ids, **options)
@@ -177,14 +189,19 @@ class Batches:
     ) -> AsyncGenerator[Batch, None]:
         """Every batch of the account, newest first, fetched a page at a time as you iterate.
 
-        ``status`` and ``analysis_mode`` filter (several values are OR-ed).
+        ``status`` and ``analysis_mode`` filter (several values are OR-ed); each
+        is a list, and a bare string raises `TypeError`.
         Paging stops at ``page_info.total_page`` without asking for an empty
         page past it; when ``page_info`` is missing or lies, it stops at the
         first empty or short page, when the server answers a page other than
         the one asked for, or at a page with no batch not yielded before. A
-        batch that a shift between pages shows twice is yielded once.
-        ``timeout`` bounds each page.
+        batch shown twice (by a shift between pages, or within one page) is
+        yielded once.
+        ``timeout`` bounds each page. Arguments are checked when iteration
+        starts, before any request.
         """
+        check_not_a_string(status, "status")
+        check_not_a_string(analysis_mode, "analysis_mode")
         if not 1 <= page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"page_limit must be 1 to {MAX_PAGE_LIMIT}, got {page_limit}")
         filters = [("status", s) for s in status or ()]
@@ -196,10 +213,9 @@ class Batches:
             response = await self._transport.request(
                 "GET", "/analyze/batches", params=params, retry=retry, deadline=_deadline(timeout)
             )
-            result = decode(page_decoder, response.body, f"GET /analyze/batches page {page}")
-            fresh = [batch for batch in result.data if batch.batch_id not in seen]
+            result = decode_body(page_decoder, response.body, f"GET /analyze/batches page {page}")
+            fresh = _unseen(result.data, seen)
             for batch in fresh:
-                seen.add(batch.batch_id)
                 yield batch
             # A page of nothing new means the server ignores ``page`` (or clamps it
             # without saying so): asking further would loop forever.
@@ -223,6 +239,7 @@ class Batches:
         retried only on answers that prove no batch was made (429, 503, or a
         connection that never opened), so a retry never creates a twin.
         """
+        check_not_a_string(requests, "requests")
         request = _build_create_request(requests, model_name, analysis_mode, defaults)
         try:
             body = encoder.encode(request)
@@ -237,7 +254,7 @@ class Batches:
             retry=retry,
             deadline=_deadline(timeout),
         )
-        return decode(created_decoder, response.body, "POST /analyze/batches")
+        return decode_body(created_decoder, response.body, "POST /analyze/batches")
 
     async def cancel(
         self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
@@ -261,7 +278,9 @@ class Batches:
         path = f"/analyze/batches/{check_batch_id(batch_id)}"
         await self._transport.request("DELETE", path, retry=retry, deadline=_deadline(timeout))
 
-    def results(self, batch_id: str, *, retry: RetryPolicy | None = None) -> ResultStream:
+    def results(
+        self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> ResultStream:
         """Stream the batch's results, one `ResultItem` per item, decoded as lines arrive.
 
         Use ``async with client.batches.results(id) as items: async for item in
@@ -269,9 +288,15 @@ class Batches:
         ``async for`` that runs to the end. A line that breaks the schema
         raises `DecodeError` naming its line number; nothing is skipped
         silently.
+
+        ``timeout`` bounds the whole download, from opening the stream (retries
+        included) to the last line, and raises `APITimeoutError` when it runs
+        out. Without it a large batch may take as long as it needs, but the
+        client's ``timeout`` still bounds each attempt to open the stream (a
+        server that trickles its headers is cut off) and each wait for data.
         """
         path = f"/analyze/batches/{check_batch_id(batch_id)}/results"
-        return ResultStream(self._transport, path, result_decoder, retry=retry)
+        return ResultStream(self._transport, path, result_decoder, retry=retry, timeout=timeout)
 
     async def wait(
         self, batch_id: str, *, timeout: float | None = None, **watch_options: Any
@@ -320,10 +345,20 @@ class Batches:
 
 def _same_batch(batch_id: str, body: bytes, what: str) -> Batch:
     """Decode a batch object and check that it is the batch that was asked for."""
-    batch = decode(batch_decoder, body, what)
+    batch = decode_body(batch_decoder, body, what)
     if batch.batch_id != batch_id:
         raise DecodeError(f"{what}: answered batch {batch.batch_id!r}", snippet=body[:200])
     return batch
+
+
+def _unseen(batches: Iterable[Batch], seen: set[str]) -> list[Batch]:
+    """The batches whose IDs are not in ``seen``, each once, in order; adds them to ``seen``."""
+    fresh = []
+    for batch in batches:
+        if batch.batch_id not in seen:
+            seen.add(batch.batch_id)
+            fresh.append(batch)
+    return fresh
 
 
 def _deadline(timeout: float | None) -> float | None:

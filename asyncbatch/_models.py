@@ -16,9 +16,16 @@ instead: a misspelt key in a request is a mistake we can report before sending.
 import enum
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+
+from ._errors import DecodeError
+
+_T = TypeVar("_T")
+
+SNIPPET_BYTES = 200
+"""How much of an offending body or line a `DecodeError` keeps."""
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -297,3 +304,22 @@ created_decoder = msgspec.json.Decoder(CreatedBatch)
 result_decoder = msgspec.json.Decoder(ResultItem)
 error_decoder = msgspec.json.Decoder(ErrorBody)
 encoder = msgspec.json.Encoder()
+
+
+def decode_body(
+    decoder: msgspec.json.Decoder[_T], body: bytes, what: str, *, line_number: int | None = None
+) -> _T:
+    """Decode ``body``; anything the decoder raises becomes `DecodeError` with a snippet.
+
+    Not only schema errors: invalid UTF-8 inside a string raises the codec's
+    error, and JSON nested too deeply (``[[[[...``, even under an ignored
+    field) raises `RecursionError`. A decoder has no other way to fail, so
+    every exception it raises means a bad body, and none may escape raw.
+    """
+    try:
+        return decoder.decode(body)
+    except Exception as exc:  # see above: any decoder failure is a bad body
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise DecodeError(
+            f"{what}: {reason}", snippet=body[:SNIPPET_BYTES], line_number=line_number
+        ) from None

@@ -13,14 +13,16 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+import anyio
 import msgspec
 
 from ._errors import DecodeError
-from ._models import ResultItem
+from ._models import ResultItem, decode_body
+from ._transport import MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
-    from ._transport import Transport
+    from ._transport import Line, Transport
 
 
 class ResultStream:
@@ -28,7 +30,8 @@ class ResultStream:
 
     The response opens on the first ``anext()`` (or on ``async with``) and is
     released when the lines run out, when the transport fails, or when the
-    ``async with`` exits.
+    ``async with`` exits. ``timeout`` (seconds, from that opening to the last
+    line) bounds the whole download; `APITimeoutError` when it runs out.
     """
 
     def __init__(
@@ -38,13 +41,15 @@ class ResultStream:
         decoder: msgspec.json.Decoder[ResultItem],
         *,
         retry: RetryPolicy | None,
+        timeout: float | None = None,
     ) -> None:
         self._transport = transport
         self._path = path
         self._decoder = decoder
         self._retry = retry
+        self._timeout = timeout
         self._exit_stack: contextlib.AsyncExitStack | None = None
-        self._lines: AsyncIterator[tuple[int, bytes]] | None = None
+        self._lines: AsyncIterator[Line] | None = None
         self._done = False
 
     def __repr__(self) -> str:
@@ -68,18 +73,22 @@ class ResultStream:
     async def __anext__(self) -> ResultItem:
         lines = await self._open()
         try:
-            number, line = await anext(lines)
+            number, line, oversized = await anext(lines)
         except BaseException:  # StopAsyncIteration, transport errors, cancellation alike
             await self.aclose()
             raise
-        try:
-            return self._decoder.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        if oversized:
             raise DecodeError(
-                f"GET {self._path}: results line is not a valid item ({exc})",
-                snippet=line[:200],
+                f"GET {self._path}: results line is over the {MAX_LINE_BYTES} byte limit",
+                snippet=line,
                 line_number=number,
-            ) from None
+            )
+        return decode_body(
+            self._decoder,
+            line,
+            f"GET {self._path}: results line is not a valid item",
+            line_number=number,
+        )
 
     async def aclose(self) -> None:
         """Release the response. Idempotent; iteration then ends."""
@@ -88,13 +97,14 @@ class ResultStream:
         if stack is not None:
             await stack.aclose()
 
-    async def _open(self) -> AsyncIterator[tuple[int, bytes]]:
+    async def _open(self) -> AsyncIterator[Line]:
         if self._done:
             raise StopAsyncIteration
         if self._lines is None:
             stack = contextlib.AsyncExitStack()
+            deadline = None if self._timeout is None else anyio.current_time() + self._timeout
             self._lines = await stack.enter_async_context(
-                self._transport.stream_lines(self._path, retry=self._retry)
+                self._transport.stream_lines(self._path, retry=self._retry, deadline=deadline)
             )
             self._exit_stack = stack
         return self._lines

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from ._events import is_stale
-from ._models import Batch
+from ._models import Batch, decode_body
 
 
 class StoredBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,8 +54,8 @@ def encode_record(record: StoredBatch) -> bytes:
 
 
 def decode_record(data: bytes) -> StoredBatch:
-    """A record back from `encode_record` bytes."""
-    return _decoder.decode(data)
+    """A record back from `encode_record` bytes; `DecodeError` when they are not one."""
+    return decode_body(_decoder, data, "stored watch record")
 
 
 @runtime_checkable

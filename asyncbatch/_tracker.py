@@ -34,12 +34,13 @@ Failures (`failed`) are classified by `_retry.classify_failure`, and each kind
 has one rule. A 429 pauses everything until its ``Retry-After`` has passed, but
 never for less than ``min_interval`` doubled per 429 in a row (up to
 ``max_interval``), so a server that answers ``Retry-After: 0`` is not
-hammered. Auth failures and a wrong base URL end the batch with ``error`` (auth from a sweep ends every open batch); the
-API's own 404 ends it with ``gone``. Transient failures reschedule the batch
-with exponential backoff and no event; answers that make no sense (undecodable,
-another batch's object, an unexpected 4xx or redirect) do too, until
-``max_decode_failures`` of them in a row end the batch with ``error``, as do
-``max_failures`` failures of any kind in a row.
+hammered. Auth failures and a wrong base URL end the batch with ``error``
+(auth from a sweep ends every open batch); the API's own 404 ends it with
+``gone``. Transient failures reschedule the batch with exponential backoff and
+no event; answers that make no sense (undecodable, another batch's object, an
+unexpected 4xx or redirect) do too, until ``max_decode_failures`` of them in a
+row end the batch with ``error``, as do ``max_failures`` failures of any kind
+in a row.
 
 No schedule is ever in the past: every time handed to the schedule is at
 least ``now``, so nothing is polled back to back because a slow request made

@@ -8,9 +8,10 @@ bytes back and decode them.
 
 Timeouts: ``timeout`` bounds one request (connect to last byte); a call's
 ``deadline`` (absolute, on the event loop clock) bounds the call with all its
-retries and backoff sleeps. A results stream has no total bound, only a bound
-on each wait for data (the headers, then every chunk), since a large batch
-legitimately takes a while to download.
+retries and backoff sleeps. A results stream has no total bound unless its
+caller gives a deadline, since a large batch legitimately takes a while to
+download; ``timeout`` still bounds each attempt to get its headers and each
+wait for data.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from ._errors import (
     RateLimitError,
     status_error_class,
 )
-from ._models import error_decoder
+from ._models import SNIPPET_BYTES, decode_body, error_decoder
+from ._redact import redact_url, redact_urls
 from ._retry import RetryPolicy, parse_retry_after, retry_delay, status_is_retryable
 from ._version import __version__
 
@@ -58,7 +60,9 @@ T = TypeVar("T")
 Params = Sequence[tuple[str, str | int]]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a status or list body is a few KiB; this stops a runaway one
-_SNIPPET_BYTES = 200
+MAX_LINE_BYTES = MAX_BODY_BYTES
+"""The longest results line kept; a longer one is reported, not decoded."""
+_CONTENT_ENCODING = "Content-Encoding"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 # Redirects are not followed: aiohttp would resend the x-api-key header to
 # whatever host the Location names. The API documents none, so a 3xx is an error.
@@ -87,7 +91,7 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
     """The base URL without a trailing slash; refuses plain HTTP to remote hosts."""
     parts = urlsplit(base_url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+        raise ConfigurationError(f"base_url must be an http(s) URL, got {redact_url(base_url)!r}")
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
         raise ConfigurationError(
             f"refusing plain http:// to {parts.hostname}: the API key would travel in clear "
@@ -131,6 +135,7 @@ class Transport:
         }
         self._json_headers = {**self._headers, "content-type": "application/json"}
         self._base_url = base_url
+        self._shown_url = redact_url(base_url)  # for messages and reprs: no password
         self._timeout = timeout
         self._default_timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry
@@ -140,12 +145,12 @@ class Transport:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<Transport {self._base_url}>"
+        return f"<Transport {self._shown_url}>"
 
     @property
     def base_url(self) -> str:
-        """The API root every path is appended to."""
-        return self._base_url
+        """The API root every path is appended to, any password in it shown as ``***``."""
+        return self._shown_url
 
     async def aclose(self) -> None:
         """Close the session if this transport made it. Idempotent."""
@@ -158,7 +163,9 @@ class Transport:
         if self._closed:
             raise ClientClosedError("this client is closed")
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # trust_env: honour HTTP(S)_PROXY, NO_PROXY and ~/.netrc as httpx, requests and
+            # boto3 do; a service behind an egress proxy needs nothing else.
+            self._session = aiohttp.ClientSession(trust_env=True)
         return self._session
 
     async def request(
@@ -177,7 +184,7 @@ class Transport:
         ``creates`` marks the non-idempotent create: it is retried only where
         the server cannot have acted. Raises an `AsyncBatchError` subclass.
         """
-        url = self._base_url + path
+        url, shown = self._base_url + path, self._shown_url + path
 
         async def attempt() -> Response:
             timeout = (
@@ -185,7 +192,7 @@ class Transport:
                 if deadline is None
                 else aiohttp.ClientTimeout(total=self._request_timeout(deadline))
             )
-            with _ClientErrors(method, url, creates=creates):
+            with _ClientErrors(method, shown, creates=creates):
                 async with self._client_session().request(
                     method,
                     url,
@@ -195,50 +202,54 @@ class Transport:
                     timeout=timeout,
                     allow_redirects=False,
                 ) as response:
-                    payload = await _read_body(response, method, url)
+                    payload = await _read_body(response, method, shown)
                     status = response.status
                     headers = response.headers  # case-insensitive already
             if status >= _FIRST_ERROR_STATUS:
-                raise _status_failure(status, headers, payload, method, url, creates=creates)
+                raise _status_failure(status, headers, payload, method, shown, creates=creates)
             return Response(status, headers, payload)
 
         return await self._with_retries(attempt, method, path, retry, deadline)
 
     @contextlib.asynccontextmanager
     async def stream_lines(
-        self, path: str, *, retry: RetryPolicy | None = None
-    ) -> AsyncIterator[AsyncIterator[tuple[int, bytes]]]:
-        """Open a GET whose body is JSON Lines; yields ``(line_number, line)`` pairs.
+        self, path: str, *, retry: RetryPolicy | None = None, deadline: float | None = None
+    ) -> AsyncIterator[AsyncIterator[Line]]:
+        """Open a GET whose body is JSON Lines; yields `Line` tuples (see `LineSplitter`).
 
-        Opening is retried like any GET; once lines flow, a broken stream raises
-        `APIConnectionError` instead of restarting, which would repeat lines.
-        Blank lines are skipped (their numbers still count), CR before LF is
-        removed, and a last line without a newline is yielded too. The response
-        is released when the ``async with`` exits, however it exits.
+        Opening is retried like any GET, and each attempt must get its headers
+        within the client's ``timeout`` (a server that trickles them byte by
+        byte is cut off). Once lines flow, every wait for data is bounded by
+        that ``timeout`` too, and a broken stream raises `APIConnectionError`
+        instead of restarting, which would repeat lines. ``deadline`` (on the
+        event loop clock) bounds everything, opening to the last line. A last
+        line without a newline is yielded too. The response is released when
+        the ``async with`` exits, however it exits.
         """
-        method, url = "GET", self._base_url + path
-        # No total bound, but sock_read bounds the wait for the headers (and each
-        # read): without it a server that never answers would hang us forever.
+        method, url, shown = "GET", self._base_url + path, self._shown_url + path
+        # No total bound from aiohttp (it would cover the whole body): sock_read bounds
+        # each read, and fail_after below the whole wait for the headers.
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout, sock_read=self._timeout
         )
-        timeout_between_chunks = self._timeout
 
         async def attempt() -> aiohttp.ClientResponse:
-            with _ClientErrors(method, url, creates=False):
-                response = await self._client_session().request(
-                    method, url, headers=self._headers, timeout=timeout, allow_redirects=False
-                )
+            with _ClientErrors(method, shown, creates=False):
+                with anyio.fail_after(self._request_timeout(deadline)):
+                    response = await self._client_session().request(
+                        method, url, headers=self._headers, timeout=timeout, allow_redirects=False
+                    )
                 if response.status < _FIRST_ERROR_STATUS:
                     return response
                 try:
-                    payload = await _read_body(response, method, url)
+                    with anyio.fail_after(self._request_timeout(deadline)):
+                        payload = await _read_body(response, method, shown)
                 finally:
                     response.release()
-            raise _status_failure(response.status, response.headers, payload, method, url)
+            raise _status_failure(response.status, response.headers, payload, method, shown)
 
-        response = await self._with_retries(attempt, method, path, retry, None)
-        lines = _lines(response, method, url, timeout_between_chunks)
+        response = await self._with_retries(attempt, method, path, retry, deadline)
+        lines = _lines(response, method, shown, _ChunkWait(self._timeout, deadline))
         try:
             yield lines
         finally:
@@ -265,17 +276,20 @@ class Transport:
         for number in range(1, policy.max_attempts + 1):
             try:
                 return await attempt()
-            except _Failure as failure:
-                delay = self._delay_before_retry(failure, policy, number, deadline)
-                logger.debug(
-                    "%s %s failed (%s); retry %d in %.2f s",
-                    method,
-                    path,
-                    failure.error,
-                    number,
-                    delay,
-                )
-                await anyio.sleep(delay)
+            except _Failure as caught:
+                failure = caught
+            # Decided outside the ``except``: the error raised must not carry the private
+            # `_Failure` as its ``__context__`` ("During handling of the above exception...").
+            delay = self._delay_before_retry(failure, policy, number, deadline)
+            logger.debug(
+                "%s %s failed (%s); retry %d in %.2f s",
+                method,
+                path,
+                failure.error,
+                number,
+                delay,
+            )
+            await anyio.sleep(delay)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     def _delay_before_retry(
@@ -293,17 +307,22 @@ class Transport:
 
 
 async def _read_body(response: aiohttp.ClientResponse, method: str, url: str) -> bytes:
+    """The whole body, refused once it passes `MAX_BODY_BYTES` *as decoded*.
+
+    aiohttp undoes ``Content-Encoding`` (gzip, deflate, ...) as it reads, so a
+    ``Content-Length`` bounds only the bytes on the wire: 1 MB of gzip can hold
+    gigabytes. Such a body is counted as it is decompressed, chunk by chunk.
+    """
     length = response.content_length
-    if length is not None:
-        # aiohttp reads no more than Content-Length: one check, then the fast path.
-        if length > MAX_BODY_BYTES:
-            raise _oversized(method, url, b"")
-        return await response.read()
-    body = bytearray()  # chunked: count what actually arrives
+    if length is not None and length > MAX_BODY_BYTES:
+        raise _oversized(method, url, b"")  # too big even before decompression
+    if length is not None and _CONTENT_ENCODING not in response.headers:
+        return await response.read()  # aiohttp reads no more than Content-Length
+    body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise _oversized(method, url, bytes(body[:_SNIPPET_BYTES]))
+            raise _oversized(method, url, bytes(body[:SNIPPET_BYTES]))
     return bytes(body)
 
 
@@ -352,9 +371,9 @@ def _status_failure(
 def _error_parts(payload: bytes) -> tuple[str | None, str | None]:
     """``(code, message)`` from a nested or flat error body; raw text when it is not JSON."""
     try:
-        return error_decoder.decode(payload).parts()
-    except ValueError:  # msgspec.DecodeError and ValidationError are ValueErrors
-        text = payload[:_SNIPPET_BYTES].decode("utf-8", "replace").strip()
+        return decode_body(error_decoder, payload, "error body").parts()
+    except DecodeError:
+        text = payload[:SNIPPET_BYTES].decode("utf-8", "replace").strip()
         return None, text or None
 
 
@@ -404,46 +423,121 @@ def _map_failure(where: str, exc: BaseException, *, creates: bool) -> _Failure |
     if isinstance(exc, aiohttp.InvalidURL):
         return _failure(APIConnectionError(f"{where}: invalid URL"), exc, False)
     if isinstance(exc, aiohttp.ClientError | OSError):
-        message = f"{where}: {type(exc).__name__}: {exc}"
+        message = f"{where}: {type(exc).__name__}: {redact_urls(str(exc))}"
         return _failure(APIConnectionError(message), exc, not creates)
     return None
 
 
 def _failure(error: AsyncBatchError, cause: BaseException, retryable: bool) -> _Failure:
-    error.__cause__ = cause
+    # aiohttp's own message may quote the URL, password and all (InvalidURL does):
+    # such a cause is left out of the chain rather than shown in a traceback.
+    text = str(cause)
+    if redact_urls(text) == text:
+        error.__cause__ = cause
+    else:
+        error.__suppress_context__ = True
     return _Failure(error, retryable)
 
 
+Line = tuple[int, bytes, bool]
+"""A results line: its 1-based number, its bytes, and whether it was over `MAX_LINE_BYTES`
+(then the bytes are only its start)."""
+
+
+class LineSplitter:
+    """Splits a byte stream into numbered lines, in time linear in the bytes fed (sans-IO).
+
+    Blank lines are skipped (their numbers still count) and a CR before LF is
+    removed. A line longer than ``max_line`` is not kept whole: its first bytes
+    come out flagged as oversized, the rest is dropped up to its newline, and
+    splitting goes on with the next line. Memory stays under ``max_line`` plus
+    one chunk.
+    """
+
+    __slots__ = ("_buffer", "_dropped", "_max_line", "_number", "_scanned")
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer's first bytes already searched: they hold no newline
+        self._number = 0
+        self._dropped: bytes | None = None  # the start of an oversized line being skipped
+        self._max_line = max_line
+
+    def feed(self, chunk: bytes) -> list[Line]:
+        """The lines that ``chunk`` completes."""
+        lines: list[Line] = []
+        buffer = self._buffer
+        buffer += chunk
+        start = 0
+        # Each byte is searched once: a partial line is never rescanned.
+        while (end := buffer.find(b"\n", max(start, self._scanned))) >= 0:
+            self._complete(buffer[start:end], lines)
+            start = end + 1
+        del buffer[:start]  # from the front: CPython moves a pointer, it does not copy
+        self._scanned = len(buffer)
+        if len(buffer) > self._max_line:
+            if self._dropped is None:
+                self._dropped = bytes(buffer[:SNIPPET_BYTES])
+            buffer.clear()
+            self._scanned = 0
+        return lines
+
+    def finish(self) -> list[Line]:
+        """The last line, when the stream did not end with a newline."""
+        lines: list[Line] = []
+        if self._buffer.strip() or self._dropped is not None:
+            self._complete(self._buffer, lines)
+        self._buffer = bytearray()
+        self._scanned = 0
+        return lines
+
+    def _complete(self, line: bytearray, lines: list[Line]) -> None:
+        self._number += 1
+        if self._dropped is not None or len(line) > self._max_line:
+            start = self._dropped if self._dropped is not None else bytes(line[:SNIPPET_BYTES])
+            lines.append((self._number, start, True))
+            self._dropped = None
+        elif line.strip():
+            lines.append((self._number, bytes(line).removesuffix(b"\r"), False))
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkWait:
+    """How long a stream may wait for its next chunk: ``timeout``, cut short by ``deadline``."""
+
+    timeout: float
+    deadline: float | None
+
+    def seconds(self, where: str) -> float:
+        if self.deadline is None:
+            return self.timeout
+        remaining = self.deadline - anyio.current_time()
+        if remaining <= 0:
+            raise APITimeoutError(f"{where}: the call's deadline passed")
+        return min(self.timeout, remaining)
+
+
 async def _lines(
-    response: aiohttp.ClientResponse, method: str, url: str, timeout_between_chunks: float
-) -> AsyncGenerator[tuple[int, bytes], None]:
-    """Split a body into numbered lines without a line-length limit."""
-    number = 0
-    pending = b""
+    response: aiohttp.ClientResponse, method: str, url: str, wait: _ChunkWait
+) -> AsyncGenerator[Line, None]:
+    """The body's lines as `LineSplitter` splits them, chunk by chunk as they arrive."""
+    splitter = LineSplitter()
     chunks = response.content.iter_any()
-    while True:
-        chunk = await _next_chunk(chunks, method, url, timeout_between_chunks)
-        if chunk is None:
-            break
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            number += 1
-            if line.strip():
-                yield number, line.removesuffix(b"\r")
-    if pending.strip():
-        yield number + 1, pending.removesuffix(b"\r")
+    while (chunk := await _next_chunk(chunks, f"{method} {url}", wait)) is not None:
+        for line in splitter.feed(chunk):
+            yield line
+    for line in splitter.finish():
+        yield line
 
 
-async def _next_chunk(
-    chunks: AsyncIterator[bytes], method: str, url: str, timeout: float
-) -> bytes | None:
+async def _next_chunk(chunks: AsyncIterator[bytes], where: str, wait: _ChunkWait) -> bytes | None:
+    seconds = wait.seconds(where)
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(seconds):
             return await anext(chunks)
     except StopAsyncIteration:
         return None
     except TimeoutError as exc:
-        raise APITimeoutError(f"{method} {url}: no data for {timeout:g} s") from exc
+        raise APITimeoutError(f"{where}: no data for {seconds:g} s") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise APIConnectionError(f"{method} {url}: stream broke: {type(exc).__name__}") from exc
+        raise APIConnectionError(f"{where}: stream broke: {type(exc).__name__}") from exc

@@ -58,7 +58,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._client import check_batch_id
+from ._client import check_batch_id, check_not_a_string
 from ._coordination import Leases, LocalGate, RequestGate
 from ._errors import AsyncBatchError, InvalidBatchIdError, RateLimitError, WaitTimeoutError
 from ._events import Event, EventKind
@@ -194,6 +194,7 @@ class Watcher:
             max_decode_failures=max_decode_failures,
             max_failures=max_failures,
         )
+        check_not_a_string(batch_ids, "batch_ids")
         self._client = client
         self._tracker = Tracker(policy, strategy=Strategy(strategy), rng=random.Random(seed))
         self._pending_ids = list(dict.fromkeys(check_batch_id(b) for b in batch_ids))

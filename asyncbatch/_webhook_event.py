@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ._errors import WebhookVerificationError
+from ._errors import DecodeError, WebhookVerificationError
 from ._models import BATCH_ID_PATTERN, AwareDatetime
 
 TASK_EVENT_PREFIX: Final = "analyze.task."
@@ -31,8 +31,17 @@ INDEX_EVENT_PREFIX: Final = "index."
 """Events of the indexing API, which never concern a batch."""
 
 
-class WebhookPayloadError(WebhookVerificationError):
-    """The signature held, but the body is not a webhook event (not JSON, or no ``id``/``type``)."""
+class WebhookPayloadError(WebhookVerificationError, DecodeError):
+    """The signature held, but the body is not a webhook event (not JSON, or no ``id``/``type``).
+
+    Also a `DecodeError`, like every body that breaks its schema; ``snippet``
+    is empty, since a delivery's body is the sender's data, not ours to log.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.snippet = b""
+        self.line_number = None
+        Exception.__init__(self, message)
 
 
 class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +131,7 @@ def decode_event(body: bytes) -> WebhookEvent:
     """Decode a verified body; `WebhookPayloadError` when it is not a webhook event."""
     try:
         return _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except Exception as exc:  # any decoder failure (RecursionError too) is a bad body
         # msgspec's message names the field and the problem, never the body.
-        raise WebhookPayloadError(f"the webhook body is not a webhook event: {exc}") from None
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise WebhookPayloadError(f"the webhook body is not a webhook event: {reason}") from None

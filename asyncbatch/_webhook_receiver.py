@@ -5,6 +5,8 @@ sender always gets its answer at once:
 
 * ``401`` when the signature or timestamp does not verify (`verify`);
 * ``400`` when a verified body is not a webhook event;
+* ``413`` when the body is over the app's ``client_max_size`` or 16 MiB,
+  counted as it is decompressed;
 * ``200`` for a new delivery, and also for one whose ``id`` was seen recently
   (a retry, or a replay inside the tolerance window): acknowledged so that the
   sender stops retrying, but not acted on a second time;
@@ -32,6 +34,7 @@ from typing import Final, Protocol
 from aiohttp import web
 
 from ._errors import WebhookVerificationError
+from ._transport import MAX_BODY_BYTES
 from ._webhook_event import REFRESH_ALL, WebhookEvent, WebhookPayloadError, refresh_targets
 from ._webhook_signature import DEFAULT_TOLERANCE, SIGNATURE_HEADER, Secrets, secret_keys, verify
 from ._webhook_throttle import RefreshThrottle
@@ -61,7 +64,8 @@ class WebhookStatistics:
     rejected: int
     """Deliveries that failed verification (answered 401)."""
     malformed: int
-    """Verified bodies that were not webhook events (answered 400)."""
+    """Verified bodies that were not webhook events (answered 400), and bodies over the size
+    limit (answered 413, unverified)."""
     refreshes: int
     """``refresh`` calls made on watchers."""
     callback_errors: int
@@ -179,11 +183,18 @@ class WebhookReceiver:
 
     async def handler(self, request: web.Request) -> web.Response:
         """The aiohttp.web handler: verify, de-duplicate, refresh, answer."""
-        body = await request.read()
+        body = await _read_capped(request, _body_limit(request))
+        if body is None:
+            return self._refuse(413, "malformed", WebhookPayloadError("the body is too large"))
         return self.receive(body, request.headers.get(SIGNATURE_HEADER))
 
     def receive(self, body: bytes, signature: str | None) -> web.Response:
-        """Handle one delivery given its raw body and ``TL-Signature``; never awaits."""
+        """Handle one delivery given its raw body and ``TL-Signature``; never awaits.
+
+        A body over `MAX_BODY_BYTES` gets 413 before its signature is checked.
+        """
+        if len(body) > MAX_BODY_BYTES:
+            return self._refuse(413, "malformed", WebhookPayloadError("the body is too large"))
         try:
             event = verify(
                 body, signature, self._secrets, tolerance=self._tolerance, now=self._clock()
@@ -203,7 +214,7 @@ class WebhookReceiver:
         self._counts[counter] += 1
         logger.warning("webhook delivery refused (%d): %s", status, error)
         # The reason stays in our log; the sender learns only the class of failure.
-        text = "bad signature" if status == 401 else "bad body"
+        text = {401: "bad signature", 413: "body too large"}.get(status, "bad body")
         return web.Response(status=status, text=text)
 
     def _refresh(self, event: WebhookEvent) -> None:
@@ -226,3 +237,22 @@ class WebhookReceiver:
                 logger.exception("on_event raised for webhook delivery %s", event.id)
                 return web.Response(status=500, text="callback failed")
         return web.Response(status=200, text="ok")
+
+
+def _body_limit(request: web.Request) -> int:
+    """The app's ``client_max_size`` (0: unlimited), never above `MAX_BODY_BYTES`."""
+    own = request.client_max_size
+    return MAX_BODY_BYTES if own <= 0 else min(own, MAX_BODY_BYTES)
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None once it passes ``limit`` bytes as decoded (a gzip body is counted
+    after decompression, not by its ``Content-Length``)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)

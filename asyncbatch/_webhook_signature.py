@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from ._errors import WebhookVerificationError
+from ._transport import MAX_BODY_BYTES
 from ._webhook_event import WebhookEvent, decode_event
 
 SIGNATURE_HEADER: Final = "TL-Signature"
@@ -59,13 +60,16 @@ def verify_signature(
     """Check a delivery's ``TL-Signature``; return its timestamp (Unix seconds).
 
     Raises `WebhookVerificationError` when the header is missing or
-    malformed, no ``v1`` matches any secret, or the timestamp is more than
+    malformed, the body is over `MAX_BODY_BYTES` (16 MiB), no ``v1``
+    matches any secret, or the timestamp is more than
     ``tolerance`` seconds from ``now`` (default: the system clock) either way.
     """
     keys = secret_keys(secret)
     if tolerance < 0:
         raise ValueError("tolerance must not be negative")
     stamp, candidates = parse_signature_header(signature)
+    if len(body) > MAX_BODY_BYTES:  # refused before hashing it, as the API client does
+        raise WebhookVerificationError(f"the webhook body is over the {MAX_BODY_BYTES} byte limit")
     expected = [_mac(key, stamp, body) for key in keys]
     if not any(_matches(candidate, expected) for candidate in candidates):
         raise WebhookVerificationError("the webhook signature does not match")

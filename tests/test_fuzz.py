@@ -28,11 +28,11 @@ from asyncbatch import (
     Strategy,
 )
 from asyncbatch._budget import TokenBucket
-from asyncbatch._client import decode
 from asyncbatch._events import classify, is_stale
 from asyncbatch._models import (
     batch_decoder,
     created_decoder,
+    decode_body,
     error_decoder,
     page_decoder,
     result_decoder,
@@ -59,7 +59,7 @@ JSON = st.recursive(
 
 def _decode_or_error(decoder: msgspec.json.Decoder[Any], body: bytes) -> object:
     try:
-        return decode(decoder, body, "fuzz")
+        return decode_body(decoder, body, "fuzz")
     except DecodeError as exc:
         return exc
 
