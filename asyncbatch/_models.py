@@ -82,7 +82,7 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     batch_id: str
     status: str
     analysis_mode: str
-    model_name: str
+    model_name: Literal["pegasus1.5"]
     total_items: Count
     created_at: AwareDatetime
     expires_at: AwareDatetime
@@ -209,15 +209,23 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
         return self.code, self.message
 
 
-# Request structs. ``omit_defaults`` keeps unset options off the wire, so the
-# server applies its own defaults.
+# Request structs, as the spec's schemas define them (tests/test_request_models.py
+# compares them). ``omit_defaults`` keeps unset options off the wire, so the
+# server applies its own defaults and never sees a ``null`` the schemas refuse.
 
 CustomId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# The largest double: a bound that refuses infinity, which would go out as null.
+_MAX_DOUBLE = 1.7976931348623157e308
 # Documented bounds. They also refuse NaN, which would otherwise go out as null.
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=1)]
-MaxTokens = Annotated[int, msgspec.Meta(ge=1)]  # the per-mode ranges are the server's to check
-SegmentDuration = Annotated[float, msgspec.Meta(ge=2)]
-Seconds = Annotated[float, msgspec.Meta(ge=0)]
+# An integer written without a fraction: 4096.0 is refused. The per-mode
+# ranges (512 or 2,048 to 98,304) are the server's to check.
+MaxTokens = Annotated[int, msgspec.Meta(ge=1)]
+SegmentDuration = Annotated[float, msgspec.Meta(ge=2, le=_MAX_DOUBLE)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=_MAX_DOUBLE)]
+Timestamp = Annotated[float, msgspec.Meta(ge=-_MAX_DOUBLE, le=_MAX_DOUBLE)]
+TimeFormat = Literal["seconds", "hh:mm:ss", "hh:mm:ss.fff"]
+MAX_MEDIA_SOURCES = 4
 
 
 class VideoSource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -228,20 +236,80 @@ class VideoSource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class MediaSource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """An extra media reference for a prompt."""
+    """A reference image for the ``<@name>`` placeholders of a prompt or segment definition.
 
-    type: str
-    asset_id: str | None = None
-    url: str | None = None
+    Give exactly one of ``url`` (a public HTTPS URL), ``asset_id`` or
+    ``base64_string`` (at most 30 MB); the others stay unset and are not sent.
+    """
+
+    name: str
+    media_type: Literal["image"] = "image"
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    asset_id: str | msgspec.UnsetType = msgspec.UNSET
+    base64_string: str | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        refs = (self.url, self.asset_id, self.base64_string)
+        given = [ref for ref in refs if ref is not msgspec.UNSET]
+        if len(given) != 1:
+            count = len(given)
+            raise ValueError(
+                f"a media source needs exactly one of url, asset_id, base64_string, not {count}"
+            )
+
+
+MediaSources = Annotated[tuple[MediaSource, ...], msgspec.Meta(max_length=MAX_MEDIA_SOURCES)]
 
 
 class Prompt(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
-    """The prompt of a ``general`` analysis."""
+    """The prompt of a ``general`` analysis; ``<@name>`` in the text refers to a media source."""
 
     input_text: str
-    media_sources: tuple[MediaSource, ...] | None = None
+    media_sources: MediaSources | None = None
+
+
+class SegmentFieldItems(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The element type of an ``array`` segment field."""
+
+    type: Literal["string", "number", "boolean", "integer"]
+
+
+class SegmentField(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """A custom field extracted for each segment.
+
+    ``format`` is for (and required by) ``timestamp`` fields, ``items`` for
+    (and required by) ``array`` fields; ``enum`` holds at most 100 values.
+    """
+
+    name: str
+    type: Literal["string", "boolean", "number", "integer", "array", "timestamp"]
+    description: str
+    format: TimeFormat | None = None
+    enum: Annotated[tuple[str, ...], msgspec.Meta(max_length=100)] | None = None
+    items: SegmentFieldItems | None = None
+
+
+class TimeRange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A window of the video, in seconds of its own timeline, at least 2 s long."""
+
+    start_time: Timestamp
+    end_time: Timestamp
+
+
+class SegmentDefinition(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """A type of segment to extract in ``time_based_metadata`` mode."""
+
+    id: str
+    description: str
+    fields: tuple[SegmentField, ...] | None = None
+    media_sources: MediaSources | None = None
+    time_ranges: tuple[TimeRange, ...] | None = None
 
 
 class ResponseFormat(
@@ -251,8 +319,10 @@ class ResponseFormat(
 
     type: Literal["json_schema", "segment_definitions"]
     json_schema: dict[str, Any] | None = None
-    segment_definitions: tuple[dict[str, Any], ...] | None = None
-    segment_time_format: str | None = None
+    segment_definitions: (
+        Annotated[tuple[SegmentDefinition, ...], msgspec.Meta(min_length=1, max_length=20)] | None
+    ) = None
+    segment_time_format: TimeFormat | None = None
 
 
 class _AnalysisOptions(
@@ -289,7 +359,7 @@ class CreateBatchRequest(
 ):
     """The body of `POST /analyze/batches`."""
 
-    model_name: str
+    model_name: Literal["pegasus1.5"]
     analysis_mode: Literal["general", "time_based_metadata"]
     requests: Annotated[
         tuple[BatchItemRequest, ...], msgspec.Meta(min_length=1, max_length=MAX_REQUESTS_PER_BATCH)

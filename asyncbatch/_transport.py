@@ -130,7 +130,7 @@ class Transport:
             )
         self._headers = {
             "x-api-key": api_key,
-            "accept": "application/json",
+            "accept": "application/json, application/jsonl",  # results are JSON Lines
             "user-agent": f"asyncbatch/{__version__}",
         }
         self._json_headers = {**self._headers, "content-type": "application/json"}

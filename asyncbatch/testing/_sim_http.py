@@ -23,6 +23,7 @@ from aiohttp import web
 from ._faults import STATUS_FAULTS, Fault, FaultInjector, FaultKind
 from ._sim_account import DEFAULT_PAGE_LIMIT, SimulatedAccount
 from ._sim_errors import SimulatorError, bad_request
+from ._sim_validate import decode_body
 
 API_PREFIX = "/v1.3"
 ErrorStyle = Literal["nested", "flat"]
@@ -205,10 +206,9 @@ def _json(body: object, status: int = 200) -> web.Response:
 
 
 async def _create(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise bad_request("The request body is not valid JSON.") from None
+    # Bytes, not request.json(): its text() decoding trusts the charset the client
+    # names, and an unknown one would raise LookupError (a 500).
+    body = decode_body(await request.read())
     return _json(_account(request).create(body), status=201)
 
 

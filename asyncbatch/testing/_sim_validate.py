@@ -1,31 +1,36 @@
 """Validation of a create request body, as the API documents it (pure, no IO).
 
-`parse_create` turns a decoded JSON body into a `CreateSpec` or raises a 400
-`SimulatorError`. The rules follow the reference: model ``pegasus1.5`` only,
-the two analysis modes and what each requires, 1 to 1,000 requests, the video
-source, ``custom_id`` format and uniqueness, and the numeric ranges of the
-options. Codes for the 400s are not documented; the general ones are used.
+`decode_body` turns the raw bytes into JSON or raises a 400; `parse_create`
+turns a decoded body into a `CreateSpec` or raises a 400 `SimulatorError`.
+First the body is checked against the spec's schemas (`_sim_schema`): types,
+enums, required fields, "exactly one of" and the bounds the prose states. Then
+the rules that span fields: the mode's needs and refusals, the per-mode
+``max_tokens`` range, ``start_time`` < ``end_time``, segment durations, time
+ranges, and unique ``custom_id`` and segment ``id`` values. Each item's
+options are its own where it sets them and the defaults' otherwise, field by
+field; ``prompt`` and ``response_format`` are replaced whole, never merged.
+Codes for the 400s are not documented; the general ones are used.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import itertools
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from ._sim_errors import SimulatorError, bad_request
+from ._sim_schema import CREATE_REQUEST, OPTIONS, check
 
 MODEL_NAME = "pegasus1.5"
 ANALYSIS_MODES = ("general", "time_based_metadata")
-MAX_REQUESTS = 1000
-MAX_MEDIA_SOURCES = 4
-CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# The real API most likely wants a 24-hex asset ID; the simulator accepts any
-# short token so that tests can name their assets (see docs/simulator.md).
-ASSET_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TOKENS = {"general": (512, 98_304), "time_based_metadata": (2_048, 98_304)}
+MIN_TIME_RANGE = 2.0
+# Field names every segment carries already; a timestamp field may not reuse them.
+RESERVED_FIELD_NAMES = frozenset({"start_time", "end_time", "metadata"})
 _MISSING = "parameter_not_provided"
+Options = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,123 +52,185 @@ class CreateSpec:
     items: tuple[ItemSpec, ...]
 
 
+def decode_body(raw: bytes) -> object:
+    """The JSON value of a request body, or a 400 for anything that is not plain JSON.
+
+    Refuses ``NaN`` and ``Infinity`` (not JSON), integers too long to read, and
+    nesting deeper than the parser's recursion limit.
+    """
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise bad_request("The request body is nested too deeply.") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise bad_request(f"The request body is not valid JSON: {_short(exc)}") from None
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _short(exc: ValueError) -> str:
+    if "integer string conversion" in str(exc):
+        return "a number has too many digits."
+    return str(exc).split(";")[0][:200]
+
+
 def parse_create(body: object) -> CreateSpec:
     """Check a create body; raise a 400 `SimulatorError` naming the first problem."""
     if not isinstance(body, Mapping):
         raise bad_request("The request body must be a JSON object.")
-    model_name = _required(body, "model_name")
-    if model_name != MODEL_NAME:
-        raise bad_request(f"model_name must be {MODEL_NAME!r}: batch analysis needs Pegasus 1.5.")
-    mode = _required(body, "analysis_mode")
-    if mode not in ANALYSIS_MODES:
-        raise bad_request(f"analysis_mode must be one of {', '.join(ANALYSIS_MODES)}.")
-    defaults = body.get("defaults") or {}
-    if not isinstance(defaults, Mapping):
-        raise bad_request("defaults must be an object.")
-    _check_options(defaults, mode, "defaults")
-    requests = _required(body, "requests")
-    if not isinstance(requests, list) or not 1 <= len(requests) <= MAX_REQUESTS:
-        raise bad_request(f"requests must be an array of 1 to {MAX_REQUESTS} items.")
-    items = tuple(_parse_item(raw, index, mode, defaults) for index, raw in enumerate(requests))
-    _check_unique([item.custom_id for item in items if item.custom_id is not None])
-    return CreateSpec(model_name=MODEL_NAME, analysis_mode=str(mode), items=items)
+    check(body, CREATE_REQUEST, "")
+    mode: str = body["analysis_mode"]
+    defaults: Options = body.get("defaults", {})
+    _check_own_options(defaults, mode, "defaults")
+    items = tuple(
+        _parse_item(raw, f"requests[{index}]", mode, defaults)
+        for index, raw in enumerate(body["requests"])
+    )
+    _check_unique([item.custom_id for item in items if item.custom_id is not None], "custom_id")
+    return CreateSpec(model_name=MODEL_NAME, analysis_mode=mode, items=items)
 
 
-def _required(body: Mapping[str, Any], key: str, where: str = "") -> Any:
-    value = body.get(key)
-    if value is None:
-        raise bad_request(f"{where}{key} is required.", _MISSING)
-    return value
+def _parse_item(raw: Options, where: str, mode: str, defaults: Options) -> ItemSpec:
+    _check_own_options(raw, mode, where)
+    effective = {key: raw[key] if key in raw else defaults.get(key) for key in OPTIONS}
+    source = {key: where if key in raw else "defaults" for key in OPTIONS}
+    output, segment_ids = _output_shape(effective, mode, where)
+    _check_window(effective, source, where)
+    return ItemSpec(raw["video"]["asset_id"], raw.get("custom_id"), output, segment_ids)
 
 
-def _parse_item(raw: object, index: int, mode: str, defaults: Mapping[str, Any]) -> ItemSpec:
-    where = f"requests[{index}]."
-    if not isinstance(raw, Mapping):
-        raise bad_request(f"requests[{index}] must be an object.")
-    video = _required(raw, "video", where)
-    if not isinstance(video, Mapping) or video.get("type") != "asset_id":
-        raise bad_request(f"{where}video.type must be 'asset_id'.")
-    asset_id = video.get("asset_id")
-    if not isinstance(asset_id, str) or not ASSET_ID.fullmatch(asset_id):
-        raise bad_request(f"{where}video.asset_id is malformed.")
-    custom_id = raw.get("custom_id")
-    if custom_id is not None and not (
-        isinstance(custom_id, str) and CUSTOM_ID.fullmatch(custom_id)
-    ):
-        raise bad_request(f"{where}custom_id must be 1-64 characters of A-Z, a-z, 0-9, _ and -.")
-    _check_options(raw, mode, where)
-    output, segment_ids = _output_shape(raw, mode, defaults, where)
-    return ItemSpec(asset_id, custom_id, output, segment_ids)
-
-
-def _output_shape(
-    item: Mapping[str, Any], mode: str, defaults: Mapping[str, Any], where: str
-) -> tuple[str, tuple[str, ...]]:
-    """What the item will produce; the item's whole object wins over the default's."""
-    prompt = item.get("prompt") or defaults.get("prompt")
-    response_format = item.get("response_format") or defaults.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+def _check_own_options(options: Options, mode: str, where: str) -> None:
+    """Rules on one options object alone, whatever the others set."""
+    if "response_format" in options:
+        _check_response_format(options["response_format"], mode, f"{where}.response_format")
+    if mode == "time_based_metadata" and "prompt" in options:
+        raise bad_request(f"{where}.prompt is not supported in time_based_metadata mode.")
     if mode == "general":
-        if not isinstance(prompt, Mapping) or not isinstance(prompt.get("input_text"), str):
-            raise bad_request(f"{where}prompt.input_text is required in general mode.", _MISSING)
-        if kind not in (None, "json_schema"):
-            raise bad_request(f"{where}response_format.type must be json_schema in general mode.")
-        return ("json_schema" if kind else "text"), ()
-    if prompt is not None:
-        raise bad_request(f"{where}prompt is not supported in time_based_metadata mode.")
-    if kind != "segment_definitions" or not isinstance(response_format, Mapping):
+        for key in ("min_segment_duration", "max_segment_duration"):
+            if key in options:
+                raise bad_request(f"{where}.{key} applies only to time_based_metadata mode.")
+    low, high = MAX_TOKENS[mode]
+    max_tokens = options.get("max_tokens")
+    if max_tokens is not None and not low <= max_tokens <= high:
+        raise bad_request(f"{where}.max_tokens must be {low} to {high} in {mode} mode.")
+
+
+def _output_shape(options: Options, mode: str, where: str) -> tuple[str, tuple[str, ...]]:
+    """What the item will produce, from its effective prompt and response format."""
+    response_format = options["response_format"]
+    if mode == "general":
+        if options["prompt"] is None:
+            raise bad_request(f"{where}.prompt is required in general mode.", _MISSING)
+        return ("text" if response_format is None else "json_schema"), ()
+    if response_format is None:
         raise bad_request(
-            f"{where}response_format.type must be segment_definitions in time_based_metadata mode.",
+            f"{where}.response_format with type segment_definitions is required "
+            "in time_based_metadata mode.",
             _MISSING,
         )
-    definitions = response_format.get("segment_definitions")
-    if not isinstance(definitions, list) or not 1 <= len(definitions) <= 20:
-        raise bad_request(f"{where}response_format.segment_definitions needs 1 to 20 entries.")
-    ids = tuple(
-        str(d.get("id", i)) if isinstance(d, Mapping) else str(i) for i, d in enumerate(definitions)
-    )
-    return "segments", ids
+    return "segments", tuple(d["id"] for d in response_format["segment_definitions"])
 
 
-def _check_options(options: Mapping[str, Any], mode: str, where: str) -> None:
-    """The numeric ranges shared by ``defaults`` and each item."""
-    temperature = options.get("temperature")
-    if temperature is not None and not _number_between(temperature, 0, 1):
-        raise bad_request(f"{where}temperature must be between 0 and 1.")
-    max_tokens = options.get("max_tokens")
-    low, high = MAX_TOKENS[mode]
-    if max_tokens is not None and not (isinstance(max_tokens, int) and low <= max_tokens <= high):
-        raise bad_request(f"{where}max_tokens must be {low} to {high} in {mode} mode.")
-    _check_segments(options, mode, where)
-    start, end = options.get("start_time"), options.get("end_time")
-    if start is not None and end is not None and not _number_between(start, 0, end - 1e-9):
-        raise bad_request(f"{where}start_time must be less than end_time.")
-    prompt = options.get("prompt")
-    if isinstance(prompt, Mapping) and len(prompt.get("media_sources") or ()) > MAX_MEDIA_SOURCES:
-        raise bad_request(f"{where}prompt.media_sources takes at most {MAX_MEDIA_SOURCES} entries.")
+def _check_response_format(response_format: Options, mode: str, where: str) -> None:
+    kind = response_format["type"]
+    wanted = "json_schema" if mode == "general" else "segment_definitions"
+    if kind != wanted:
+        raise bad_request(f"{where}.type must be {wanted} in {mode} mode.")
+    if kind not in response_format:
+        raise bad_request(f"{where}.{kind} is required with type {kind}.", _MISSING)
+    for key in _NOT_WITH[kind]:
+        if key in response_format:
+            raise bad_request(f"{where}.{key} does not apply to type {kind}.")
+    if kind == "segment_definitions":
+        _check_definitions(response_format["segment_definitions"], f"{where}.segment_definitions")
 
 
-def _check_segments(options: Mapping[str, Any], mode: str, where: str) -> None:
-    low, high = options.get("min_segment_duration"), options.get("max_segment_duration")
-    if (low is not None or high is not None) and mode != "time_based_metadata":
-        raise bad_request(f"{where}segment durations apply only to time_based_metadata mode.")
-    for value in (low, high):
-        if value is not None and not _number_between(value, 2, float("inf")):
-            raise bad_request(f"{where}segment durations must be at least 2 seconds.")
+_NOT_WITH = {
+    "json_schema": ("segment_definitions", "segment_time_format"),
+    "segment_definitions": ("json_schema",),
+}
+
+
+def _check_definitions(definitions: Sequence[Options], where: str) -> None:
+    _check_unique([d["id"] for d in definitions], f"{where}[].id")
+    for index, definition in enumerate(definitions):
+        for number, field in enumerate(definition.get("fields", ())):
+            _check_field(field, f"{where}[{index}].fields[{number}]")
+        _check_time_ranges(definition.get("time_ranges", ()), f"{where}[{index}].time_ranges")
+
+
+def _check_field(field: Options, where: str) -> None:
+    """The rules between a segment field's ``type`` and its other keys."""
+    kind = field["type"]
+    if kind == "timestamp":
+        if "format" not in field:
+            raise bad_request(f"{where}.format is required for timestamp fields.", _MISSING)
+        for key in ("enum", "items"):
+            if key in field:
+                raise bad_request(f"{where}.{key} is not supported for timestamp fields.")
+        if field["name"] in RESERVED_FIELD_NAMES:
+            raise bad_request(f"{where}.name {field['name']!r} is reserved.")
+        return
+    if "format" in field:
+        raise bad_request(f"{where}.format applies only to timestamp fields.")
+    if (kind == "array") != ("items" in field):
+        message = "is required for" if kind == "array" else "applies only to"
+        raise bad_request(f"{where}.items {message} array fields.")
+
+
+def _check_time_ranges(ranges: Sequence[Options], where: str) -> None:
+    """Each range at least 2 s long; ranges of one definition do not overlap."""
+    ordered = sorted((r["start_time"], r["end_time"]) for r in ranges)
+    for start, end in ordered:
+        if not end - start >= MIN_TIME_RANGE:  # both finite doubles: no overflow
+            raise bad_request(f"{where}: each range must span at least 2 seconds.")
+    for (_, end), (start, _) in itertools.pairwise(ordered):
+        if start < end:
+            raise bad_request(f"{where}: ranges must not overlap.")
+
+
+def _check_window(options: Options, source: Mapping[str, str], where: str) -> None:
+    """start_time before end_time, min before max, and time ranges alone."""
+    start, end = options["start_time"], options["end_time"]
+    if end is not None and not (start or 0) < end:
+        raise bad_request(f"{source['end_time']}.end_time must be greater than start_time.")
+    low, high = options["min_segment_duration"], options["max_segment_duration"]
     if low is not None and high is not None and high < low:
-        raise bad_request(f"{where}max_segment_duration must be at least min_segment_duration.")
+        raise bad_request(f"{where}.max_segment_duration must be at least min_segment_duration.")
+    response_format = options["response_format"] or {}
+    definitions = response_format.get("segment_definitions", ())
+    if any(d.get("time_ranges") for d in definitions):
+        clashing = [key for key in _EXCLUSIVE_WITH_TIME_RANGES if options[key] is not None]
+        if clashing:
+            raise bad_request(
+                f"{where}: segment_definitions[].time_ranges cannot be combined with "
+                f"{', '.join(clashing)}."
+            )
 
 
-def _number_between(value: object, low: float, high: float) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+_EXCLUSIVE_WITH_TIME_RANGES = (
+    "start_time",
+    "end_time",
+    "min_segment_duration",
+    "max_segment_duration",
+)
 
 
-def _check_unique(custom_ids: list[str]) -> None:
+def _check_unique(values: list[str], what: str) -> None:
     seen: set[str] = set()
-    for custom_id in custom_ids:
-        if custom_id in seen:
-            raise bad_request(f"custom_id {custom_id!r} appears more than once in this batch.")
-        seen.add(custom_id)
+    for value in values:
+        if value in seen:
+            raise bad_request(f"{what} {value!r} appears more than once.")
+        seen.add(value)
 
 
-__all__ = ["CreateSpec", "ItemSpec", "SimulatorError", "parse_create"]
+__all__ = [
+    "ANALYSIS_MODES",
+    "CreateSpec",
+    "ItemSpec",
+    "SimulatorError",
+    "decode_body",
+    "parse_create",
+]
