@@ -16,10 +16,12 @@ wait for data.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import logging
 import random
+import urllib.request
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -30,11 +32,12 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
+from yarl import URL
 
 from ._errors import (
     APIConnectionError,
@@ -100,6 +103,27 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
     return base_url.rstrip("/")
 
 
+def env_proxy(base_url: str) -> dict[str, Any]:
+    """The proxy for ``base_url`` named by ``$HTTPS_PROXY``/``$HTTP_PROXY`` and ``$NO_PROXY``.
+
+    As httpx, requests and boto3 do, and decided once per client: aiohttp's
+    ``trust_env`` would look the environment up again in a thread on every
+    request. Loopback hosts are never proxied. Returns the request keywords:
+    ``proxy``, and ``proxy_headers`` with the proxy URL's userinfo as Basic auth.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or _is_loopback(host) or urllib.request.proxy_bypass(host):
+        return {}
+    proxy_url = URL(proxy)
+    if proxy_url.user is None:
+        return {"proxy": proxy_url}
+    credentials = f"{proxy_url.user}:{proxy_url.password or ''}".encode()
+    auth = "Basic " + base64.b64encode(credentials).decode("ascii")
+    return {"proxy": proxy_url.with_user(None), "proxy_headers": {"Proxy-Authorization": auth}}
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() in _LOOPBACK_NAMES:
         return True
@@ -141,6 +165,8 @@ class Transport:
         self._retry = retry
         self._session = session
         self._owns_session = session is None
+        # A borrowed session keeps its own proxy settings; ours honours the environment.
+        self._proxy = env_proxy(base_url) if session is None else {}
         self._rng = rng or random.Random()
         self._closed = False
 
@@ -163,9 +189,7 @@ class Transport:
         if self._closed:
             raise ClientClosedError("this client is closed")
         if self._session is None:
-            # trust_env: honour HTTP(S)_PROXY, NO_PROXY and ~/.netrc as httpx, requests and
-            # boto3 do; a service behind an egress proxy needs nothing else.
-            self._session = aiohttp.ClientSession(trust_env=True)
+            self._session = aiohttp.ClientSession()
         return self._session
 
     async def request(
@@ -201,6 +225,7 @@ class Transport:
                     headers=self._headers if body is None else self._json_headers,
                     timeout=timeout,
                     allow_redirects=False,
+                    **self._proxy,
                 ) as response:
                     payload = await _read_body(response, method, shown)
                     status = response.status
@@ -237,7 +262,12 @@ class Transport:
             with _ClientErrors(method, shown, creates=False):
                 with anyio.fail_after(self._request_timeout(deadline)):
                     response = await self._client_session().request(
-                        method, url, headers=self._headers, timeout=timeout, allow_redirects=False
+                        method,
+                        url,
+                        headers=self._headers,
+                        timeout=timeout,
+                        allow_redirects=False,
+                        **self._proxy,
                     )
                 if response.status < _FIRST_ERROR_STATUS:
                     return response

@@ -4,6 +4,7 @@ page that lists a batch twice, proxies in the environment."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 import asyncbatch
 from asyncbatch import Client
+from asyncbatch._transport import env_proxy
 from tests._server import (
     API_KEY,
     BATCH_ID,
@@ -112,10 +114,25 @@ async def test_proxies_from_the_environment_are_used(monkeypatch: pytest.MonkeyP
     assert proxy.requests[0].headers["host"] == "api.example.invalid"
 
 
-async def test_no_proxy_sends_matching_hosts_direct(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``$NO_PROXY`` naming the host bypasses a proxy that would refuse every connection."""
+def test_no_proxy_and_loopback_hosts_go_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$NO_PROXY`` naming the host bypasses the proxy, a loopback host is never proxied, and
+    a password in the proxy URL becomes a Proxy-Authorization header, not part of the URL."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.example.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "direct.example.invalid")
+    assert env_proxy("https://direct.example.invalid/v1.3") == {}
+    assert env_proxy("http://127.0.0.1:8000/v1.3") == {}
+    proxied = env_proxy("https://api.twelvelabs.io/v1.3")
+    assert str(proxied["proxy"]) == "http://proxy.example.invalid:3128"
+    assert proxied["proxy_headers"] == {"Proxy-Authorization": "Basic dXNlcjpwdw=="}
+
+
+async def test_proxy_lookup_costs_no_thread_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment is read once per client: requests never wait on a worker thread (which
+    would cost every poll a thread hop and let virtual time run past the answer)."""
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{unused_port()}")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     async with connected() as (server, client):
         server.on("GET", f"/analyze/batches/{BATCH_ID}", Reply(200, STATUS_BODIES["pending"]))
-        assert (await client.batches.retrieve(BATCH_ID)).status == "pending"
+        before = threading.active_count()
+        for _ in range(20):
+            assert (await client.batches.retrieve(BATCH_ID)).status == "pending"
+        assert threading.active_count() == before
