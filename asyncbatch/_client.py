@@ -88,9 +88,9 @@ class Client:
         timeout: seconds one request may take, connect to last byte.
         retry: the default `RetryPolicy` of every call.
         session: an `aiohttp.ClientSession` to borrow; the client then leaves
-            closing it to you. The session the client makes itself trusts the
-            environment: ``$HTTPS_PROXY``, ``$HTTP_PROXY`` and ``$NO_PROXY`` (and
-            ``~/.netrc``) apply, as in httpx, requests and boto3.
+            closing it to you. Without one, ``$HTTPS_PROXY``, ``$HTTP_PROXY``
+            and ``$NO_PROXY`` apply (read once, here), as in httpx, requests
+            and boto3; loopback hosts are never proxied.
     """
 
     def __init__(
