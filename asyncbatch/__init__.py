@@ -54,8 +54,8 @@ from ._models import (
 )
 from ._results import ResultStream
 from ._retry import RetryPolicy
-from ._store import MemoryStore, StateStore, StoredBatch
-from ._store_sqlite import SQLiteStore
+from ._stores.memory import MemoryStore, StateStore, StoredBatch
+from ._stores.sqlite import SQLiteStore
 from ._tracker import Strategy
 from ._version import __version__
 from ._watcher import Watcher, WatcherStatistics

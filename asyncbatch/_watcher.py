@@ -32,7 +32,7 @@ the consumer calls `Watcher.ack` itself, for example after writing the event
 somewhere durable. The store keeps, per batch, the last acknowledged snapshot;
 a watcher started on the same store diffs against it, so unacknowledged
 changes come again, changes made while nothing watched are reported, and an
-acknowledged final event never comes again (see `_store`).
+acknowledged final event never comes again (see `_stores`).
 
 Ending. ``stop_when_done=True`` (scripts) ends iteration once every watched
 batch has had its final event and the consumer has read them all;
@@ -64,7 +64,7 @@ from ._errors import AsyncBatchError, InvalidBatchIdError, RateLimitError, WaitT
 from ._events import Event, EventKind
 from ._models import ACTIVE_STATUSES, Batch
 from ._retry import NO_RETRY
-from ._store import StateStore, StoredBatch
+from ._stores.memory import StateStore, StoredBatch
 from ._tracker import SWEEP, Action, PollPolicy, Strategy, Tracker
 
 if TYPE_CHECKING:

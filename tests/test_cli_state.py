@@ -16,8 +16,8 @@ import pytest
 from redis.asyncio import Redis
 
 from asyncbatch import Batch, Event, EventKind
-from asyncbatch._cli import run
-from asyncbatch._cli_board import Board
+from asyncbatch._cli.board import Board
+from asyncbatch._cli.main import run
 from asyncbatch.redis import RedisStore
 from asyncbatch.testing import Simulator
 from tests.test_cli_render import _batch

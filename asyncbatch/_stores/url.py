@@ -18,9 +18,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from ._coordination import Leases, RequestGate
-from ._store import MemoryStore, StateStore
-from ._store_sqlite import SQLiteStore
+from .._coordination import Leases, RequestGate
+from .memory import MemoryStore, StateStore
+from .sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -98,7 +98,7 @@ def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> Op
     try:
         from redis.asyncio import Redis  # noqa: PLC0415 - the redis extra is optional
 
-        from .redis import DEFAULT_PREFIX, RedisGate, RedisLeases, RedisStore  # noqa: PLC0415
+        from ..redis import DEFAULT_PREFIX, RedisGate, RedisLeases, RedisStore  # noqa: PLC0415
     except ImportError as exc:
         raise ValueError(
             "a redis:// state needs the redis extra: pip install 'asyncbatch[redis]'"

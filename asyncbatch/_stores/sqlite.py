@@ -28,8 +28,8 @@ from typing import Final, Literal, Self, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._errors import StateStoreError
-from ._store import StoredBatch, decode_record, encode_record
+from .._errors import StateStoreError
+from .memory import StoredBatch, decode_record, encode_record
 
 _T = TypeVar("_T")
 

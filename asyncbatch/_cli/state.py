@@ -10,7 +10,7 @@ replica's ``leases`` (``--owner``/``--lease``) and ``stop_when_done=False``:
 a replica keeps running, taking over batches as others stop, until
 ``--deadline`` or Ctrl-C.
 
-Acknowledgement itself is `_cli_watch`'s: an event is acknowledged once the
+Acknowledgement itself is `watch`'s: an event is acknowledged once the
 view has written (and flushed) it.
 """
 
@@ -24,11 +24,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._cli_board import EXIT_FAILED, EXIT_USAGE
-from ._cli_io import CommandError
-from ._errors import StateStoreError
-from ._state_url import OpenedState, _shown, open_state
-from ._store import StoredBatch
+from .._errors import StateStoreError
+from .._stores.memory import StoredBatch
+from .._stores.url import OpenedState, _shown, open_state
+from .board import EXIT_FAILED, EXIT_USAGE
+from .io import CommandError
 
 DEFAULT_LEASE_SECONDS = 15.0
 
