@@ -13,13 +13,13 @@ import os
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp
 import anyio
 import msgspec
 
-from ._errors import ConfigurationError, DecodeError, InvalidBatchIdError, InvalidRequestError
+from ._errors import ConfigurationError, DecodeError, InvalidRequestError
 from ._models import (
     BATCH_ID_PATTERN,
     Batch,
@@ -29,6 +29,8 @@ from ._models import (
     CreatedBatch,
     PageInfo,
     batch_decoder,
+    check_batch_id,
+    check_not_a_string,
     created_decoder,
     decode_body,
     encoder,
@@ -39,9 +41,7 @@ from ._results import ResultStream
 from ._retry import RetryPolicy
 from ._transport import Params, Transport, check_base_url
 from ._wait import wait_for_batch
-
-if TYPE_CHECKING:
-    from ._watcher import Watcher
+from ._watcher import Watcher
 
 DEFAULT_BASE_URL = "https://api.twelvelabs.io/v1.3"
 API_KEY_ENV_VARS = ("TWELVELABS_API_KEY", "TWELVE_LABS_API_KEY")
@@ -49,30 +49,6 @@ BASE_URL_ENV_VAR = "TWELVELABS_BASE_URL"
 MAX_PAGE_LIMIT = 50
 
 _T = TypeVar("_T")
-
-
-def check_batch_id(batch_id: object) -> str:
-    """Return ``batch_id`` if it is 24 hex digits, else raise `InvalidBatchIdError`."""
-    if isinstance(batch_id, str) and BATCH_ID_PATTERN.fullmatch(batch_id):
-        return batch_id
-    shown = repr(batch_id)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
-    raise InvalidBatchIdError(f"a batch ID is 24 hexadecimal digits, got {shown}")
-
-
-def check_not_a_string(value: object, name: str) -> None:
-    """Raise `TypeError` when a lone ``str`` (or bytes) is given where a sequence belongs.
-
-    Iterating a string yields its characters: ``watch("68f4...")`` would watch
-    "6", "8", ..., and ``list(status="completed")`` would send nine one-letter
-    filters.
-    """
-    if isinstance(value, str | bytes):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise TypeError(
-            f"{name} takes a list of values, not a single string: pass [{shown}] instead"
-        )
 
 
 class Client:
@@ -114,7 +90,7 @@ class Client:
             retry=retry or RetryPolicy(),
             session=session,
         )
-        self.batches = Batches(self._transport, self)
+        self.batches = Batches(self._transport)
 
     def __repr__(self) -> str:
         return f"<asyncbatch.Client base_url={self._transport.base_url!r}>"
@@ -145,8 +121,6 @@ class Client:
         ``batch_ids`` is a list (any iterable) of IDs: a single ID as a bare
         string raises `TypeError`.
         """
-        from ._watcher import Watcher  # noqa: PLC0415 - the watcher builds on the client
-
         return Watcher(self, batch_ids, **options)
 
 
@@ -161,9 +135,8 @@ def _first_env(names: Sequence[str]) -> str | None:
 class Batches:
     """The ``/analyze/batches`` endpoints, reached as ``client.batches``."""
 
-    def __init__(self, transport: Transport, client: Client) -> None:
+    def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._client = client
 
     def __repr__(self) -> str:
         return f"<asyncbatch.Batches base_url={self._transport.base_url!r}>"
@@ -311,7 +284,7 @@ class Batches:
         returned too when items failed: check ``failed_items``. Cancelling the
         caller stops polling; the batch itself runs on.
         """
-        return await wait_for_batch(self._client, batch_id, timeout=timeout, **watch_options)
+        return await wait_for_batch(self, batch_id, timeout=timeout, **watch_options)
 
     async def create_and_wait(
         self,

@@ -6,17 +6,23 @@ retries, with the final event turned into a return value or an exception.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from ._events import EventKind
 from ._models import Batch
+from ._watcher import BatchReader, Watcher
 
-if TYPE_CHECKING:
-    from ._client import Client
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    """A `BatchSource` made of the ``batches`` reads alone, so `wait` needs no client."""
+
+    batches: BatchReader
 
 
 async def wait_for_batch(
-    client: Client, batch_id: str, *, timeout: float | None = None, **watch_options: Any
+    batches: BatchReader, batch_id: str, *, timeout: float | None = None, **watch_options: Any
 ) -> Batch:
     """Poll ``batch_id`` until it is terminal and return that snapshot.
 
@@ -25,10 +31,8 @@ async def wait_for_batch(
     give up otherwise (for example `AuthenticationError`). ``watch_options``
     are `Watcher` options such as ``min_interval``.
     """
-    from ._watcher import Watcher  # noqa: PLC0415 - the watcher imports the client
-
     options: dict[str, Any] = {"stagger": 0.0, **watch_options}
-    async with Watcher(client, [batch_id], deadline=timeout, **options) as watcher:
+    async with Watcher(_Reads(batches), [batch_id], deadline=timeout, **options) as watcher:
         async for event in watcher:
             if event.kind is EventKind.DONE and event.batch is not None:
                 return event.batch

@@ -48,29 +48,55 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import Final, Protocol, Self
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._client import check_batch_id, check_not_a_string
 from ._coordination import Leases, LocalGate, RequestGate
 from ._errors import AsyncBatchError, InvalidBatchIdError, RateLimitError, WaitTimeoutError
 from ._events import Event, EventKind
-from ._models import ACTIVE_STATUSES, Batch
-from ._retry import NO_RETRY
+from ._models import ACTIVE_STATUSES, Batch, check_batch_id, check_not_a_string
+from ._retry import NO_RETRY, RetryPolicy
 from ._stores.memory import StateStore, StoredBatch
 from ._tracker import SWEEP, Action, PollPolicy, Strategy, Tracker
 
-if TYPE_CHECKING:
-    from ._client import Client
-
 logger = logging.getLogger("asyncbatch")
+
+
+class BatchReader(Protocol):
+    """The two reads a watcher makes; `Client.batches` is one."""
+
+    async def retrieve(
+        self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> Batch:
+        """One batch's current snapshot."""
+        ...
+
+    def list(
+        self,
+        *,
+        status: Iterable[str] | None = None,
+        page_limit: int = ...,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncGenerator[Batch, None]:
+        """The account's batches with one of ``status``, a page at a time."""
+        ...
+
+
+class BatchSource(Protocol):
+    """What a `Watcher` needs from a client: its ``batches`` reads (`Client` is one)."""
+
+    @property
+    def batches(self) -> BatchReader:
+        """The reads the watcher polls with."""
+        ...
+
 
 _PAGE_SIZE: Final = 50
 _MAX_SWEEP_PAGES: Final = 4  # 200 batches, where an account has at most 5 active
@@ -154,7 +180,7 @@ class Watcher:
 
     def __init__(
         self,
-        client: Client,
+        client: BatchSource,
         batch_ids: Iterable[str] = (),
         *,
         max_concurrency: int = 8,
@@ -195,7 +221,7 @@ class Watcher:
             max_failures=max_failures,
         )
         check_not_a_string(batch_ids, "batch_ids")
-        self._client = client
+        self._batches = client.batches
         self._tracker = Tracker(policy, strategy=Strategy(strategy), rng=random.Random(seed))
         self._pending_ids = list(dict.fromkeys(check_batch_id(b) for b in batch_ids))
         self._workers = max_concurrency
@@ -478,7 +504,7 @@ class Watcher:
     async def _poll(self, batch_id: str) -> list[Event]:
         self._counts["polls"] += 1
         try:
-            snapshot = await self._client.batches.retrieve(batch_id, retry=NO_RETRY)
+            snapshot = await self._batches.retrieve(batch_id, retry=NO_RETRY)
         except AsyncBatchError as exc:
             return await self._failed(batch_id, exc)
         return self._tracker.observed(batch_id, snapshot, anyio.current_time())
@@ -499,9 +525,7 @@ class Watcher:
         server whose pages never end; the batches it leaves out are polled on
         their own. Each page after the first passes the gate like any request.
         """
-        pages = self._client.batches.list(
-            status=ACTIVE_STATUSES, page_limit=_PAGE_SIZE, retry=NO_RETRY
-        )
+        pages = self._batches.list(status=ACTIVE_STATUSES, page_limit=_PAGE_SIZE, retry=NO_RETRY)
         snapshots: list[Batch] = []
         async with aclosing(pages) as batches:
             while len(snapshots) < max_pages * _PAGE_SIZE:

@@ -21,7 +21,7 @@ from typing import TextIO
 
 import anyio
 
-from .._client import API_KEY_ENV_VARS, BASE_URL_ENV_VAR, DEFAULT_BASE_URL, Client, check_batch_id
+from .._client import API_KEY_ENV_VARS, BASE_URL_ENV_VAR, DEFAULT_BASE_URL, Client
 from .._errors import (
     APIConnectionError,
     APIStatusError,
@@ -37,6 +37,7 @@ from .._errors import (
     PermissionDeniedError,
     RateLimitError,
 )
+from .._models import check_batch_id
 from .args import HelpShown, UsageError, parse
 from .board import EXIT_FAILED, EXIT_USAGE
 from .io import CommandError, Streams, argv_secrets
