@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import aiohttp
 import anyio
 import msgspec
+from anyio.abc import AsyncResource
 
 from ._errors import ConfigurationError, DecodeError, InvalidRequestError
 from ._models import (
@@ -40,8 +40,8 @@ from ._models import (
 from ._results import ResultStream
 from ._retry import RetryPolicy
 from ._transport import Params, Transport, check_base_url
-from ._wait import wait_for_batch
-from ._watcher import Watcher
+from ._wait import check_watch_options, wait_for_batch
+from ._watcher import Watcher, WatchOptions
 
 DEFAULT_BASE_URL = "https://api.twelvelabs.io/v1.3"
 API_KEY_ENV_VARS = ("TWELVELABS_API_KEY", "TWELVE_LABS_API_KEY")
@@ -51,7 +51,7 @@ MAX_PAGE_LIMIT = 50
 _T = TypeVar("_T")
 
 
-class Client:
+class Client(AsyncResource):
     """An async client for the TwelveLabs batch-analysis API.
 
     Use it as ``async with Client() as client:``, or call `aclose` yourself.
@@ -100,23 +100,12 @@ class Client:
         """The API root the client talks to."""
         return self._transport.base_url
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Close the connection pool (unless it was borrowed). Idempotent."""
         await self._transport.aclose()
 
-    def watch(self, batch_ids: Iterable[str] = (), **options: Any) -> Watcher:
-        """A `Watcher` over ``batch_ids``; see `Watcher` for the options.
+    def watch(self, batch_ids: Iterable[str] = (), **options: Unpack[WatchOptions]) -> Watcher:
+        """A `Watcher` over ``batch_ids``; see `Watcher` for the options (`WatchOptions`).
 
         ``batch_ids`` is a list (any iterable) of IDs: a single ID as a bare
         string raises `TypeError`.
@@ -271,20 +260,18 @@ class Batches:
         path = f"/analyze/batches/{check_batch_id(batch_id)}/results"
         return ResultStream(self._transport, path, result_decoder, retry=retry, timeout=timeout)
 
-    async def wait(
-        self, batch_id: str, *, timeout: float | None = None, **watch_options: Any
-    ) -> Batch:
+    async def wait(self, batch_id: str, **options: Unpack[WatchOptions]) -> Batch:
         """Wait until the batch is terminal and return that snapshot.
 
-        Polls through a `Watcher` (``watch_options`` are its options, e.g.
-        ``min_interval``), so rate limits and retries behave the same. Raises
+        Polls through a `Watcher` (``options`` are its options, `WatchOptions`,
+        e.g. ``timeout`` or ``min_interval``), so rate limits and retries behave the same. Raises
         `NotFoundError` when the batch does not exist, `WaitTimeoutError` when
         ``timeout`` seconds pass first, and the cause (e.g.
         `AuthenticationError`) when polling cannot go on. ``completed`` is
         returned too when items failed: check ``failed_items``. Cancelling the
         caller stops polling; the batch itself runs on.
         """
-        return await wait_for_batch(self, batch_id, timeout=timeout, **watch_options)
+        return await wait_for_batch(self, batch_id, **options)
 
     async def create_and_wait(
         self,
@@ -293,10 +280,11 @@ class Batches:
         model_name: str = "pegasus1.5",
         analysis_mode: str = "general",
         defaults: BatchDefaults | Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        **watch_options: Any,
+        **options: Unpack[WatchOptions],
     ) -> Batch:
-        """`create` a batch, then `wait` for it; ``timeout`` covers both."""
+        """`create` a batch, then `wait` for it with ``options``; ``timeout`` covers both."""
+        check_watch_options(self, options)
+        timeout = options.get("timeout")
         deadline = _deadline(timeout)
         created = await self.create(
             requests,
@@ -313,7 +301,8 @@ class Batches:
                 "POST /analyze/batches created a batch whose ID is not 24 hex digits",
                 snippet=created.batch_id.encode()[:200],
             )
-        return await self.wait(created.batch_id, timeout=remaining, **watch_options)
+        options["timeout"] = remaining
+        return await self.wait(created.batch_id, **options)
 
 
 def _same_batch(batch_id: str, body: bytes, what: str) -> Batch:

@@ -62,7 +62,7 @@ import msgspec
 from ._errors import RateLimitError
 from ._events import NO_RANK, STATUS_RANK, Event, EventKind, classify
 from ._models import Batch
-from ._retry import Failure, classify_failure
+from ._retry import Failure, PollPolicy, classify_failure
 
 VERIFY_INTERVALS: Final = 3
 """A batch that sweeps keep listing still gets its own GET this many ``max_interval``s apart."""
@@ -90,34 +90,6 @@ SWEEP = _Sweep.SWEEP
 """The action `Tracker.due` returns for a list sweep (the others are batch IDs)."""
 
 Action = str | _Sweep
-
-
-@dataclass(frozen=True, slots=True)
-class PollPolicy:
-    """Polling cadence and failure limits; see the module docstring for how each acts.
-
-    ``max_decode_failures`` counts answers that make no sense in a row
-    (undecodable bodies, another batch's object, unexpected 4xx or redirects);
-    ``max_failures`` counts failures of any kind in a row (None: no limit).
-    """
-
-    min_interval: float = 5.0
-    max_interval: float = 60.0
-    backoff_factor: float = 1.5
-    jitter: float = 0.1
-    stagger: float = 1.0
-    max_decode_failures: int = 5
-    max_failures: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_interval <= self.max_interval:
-            raise ValueError("need 0 < min_interval <= max_interval")
-        if self.backoff_factor < 1 or not 0 <= self.jitter < 1 or self.stagger < 0:
-            raise ValueError("need backoff_factor >= 1, 0 <= jitter < 1 and stagger >= 0")
-        if self.max_decode_failures < 1 or (
-            self.max_failures is not None and self.max_failures < 1
-        ):
-            raise ValueError("failure limits must be at least 1")
 
 
 class BatchState(msgspec.Struct, kw_only=True):

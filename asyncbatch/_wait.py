@@ -7,11 +7,11 @@ retries, with the final event turned into a return value or an exception.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Unpack
 
 from ._events import EventKind
 from ._models import Batch
-from ._watcher import BatchReader, Watcher
+from ._watcher import BatchReader, Watcher, WatchOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,18 +21,24 @@ class _Reads:
     batches: BatchReader
 
 
+def check_watch_options(batches: BatchReader, options: WatchOptions) -> None:
+    """Raise what `Watcher` raises for ``options`` (TypeError for an unknown one, ValueError for
+    a bad value), so that `create_and_wait` refuses them before it creates a billed batch."""
+    Watcher(_Reads(batches), (), **options)
+
+
 async def wait_for_batch(
-    batches: BatchReader, batch_id: str, *, timeout: float | None = None, **watch_options: Any
+    batches: BatchReader, batch_id: str, **options: Unpack[WatchOptions]
 ) -> Batch:
     """Poll ``batch_id`` until it is terminal and return that snapshot.
 
     Raises `NotFoundError` when the batch does not exist, `WaitTimeoutError`
     when ``timeout`` seconds pass first, and the error that made the watcher
-    give up otherwise (for example `AuthenticationError`). ``watch_options``
+    give up otherwise (for example `AuthenticationError`). ``options``
     are `Watcher` options such as ``min_interval``.
     """
-    options: dict[str, Any] = {"stagger": 0.0, **watch_options}
-    async with Watcher(_Reads(batches), [batch_id], deadline=timeout, **options) as watcher:
+    options.setdefault("stagger", 0.0)  # one batch: nothing to spread
+    async with Watcher(_Reads(batches), [batch_id], **options) as watcher:
         async for event in watcher:
             if event.kind is EventKind.DONE and event.batch is not None:
                 return event.batch

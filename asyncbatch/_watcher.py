@@ -37,7 +37,7 @@ acknowledged final event never comes again (see `_stores`).
 Ending. ``stop_when_done=True`` (scripts) ends iteration once every watched
 batch has had its final event and the consumer has read them all;
 ``stop_when_done=False`` (services) keeps iterating until the ``async with``
-exits, and batches may be added at any time. A ``deadline`` gives every batch
+exits, and batches may be added at any time. A ``timeout`` gives every batch
 still open an ``error`` event carrying `WaitTimeoutError`, then ends
 iteration. Leaving the ``async with`` cancels every request in flight and
 closes nothing that belongs to the client.
@@ -45,14 +45,16 @@ closes nothing that belongs to the client.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
+import warnings
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Any, Final, Protocol, Self, TypedDict
 
 import anyio
 from anyio.abc import TaskGroup
@@ -62,9 +64,9 @@ from ._coordination import Leases, LocalGate, RequestGate
 from ._errors import AsyncBatchError, InvalidBatchIdError, RateLimitError, WaitTimeoutError
 from ._events import Event, EventKind
 from ._models import ACTIVE_STATUSES, Batch, check_batch_id, check_not_a_string
-from ._retry import NO_RETRY, RetryPolicy
+from ._retry import NO_RETRY, PollPolicy, RetryPolicy
 from ._stores.memory import StateStore, StoredBatch
-from ._tracker import SWEEP, Action, PollPolicy, Strategy, Tracker
+from ._tracker import SWEEP, Action, Strategy, Tracker
 
 logger = logging.getLogger("asyncbatch")
 
@@ -96,6 +98,35 @@ class BatchSource(Protocol):
     def batches(self) -> BatchReader:
         """The reads the watcher polls with."""
         ...
+
+
+class WatchOptions(TypedDict, total=False):
+    """The keyword options of `Watcher`, as `Client.watch`, `Batches.wait` and
+    `Batches.create_and_wait` take them (``**options: Unpack[WatchOptions]``), so that a
+    type checker and an editor know each one; `Watcher` documents what each does."""
+
+    max_concurrency: int
+    poll: PollPolicy | None
+    min_interval: float | None
+    max_interval: float | None
+    backoff_factor: float | None
+    jitter: float | None
+    stagger: float | None
+    max_decode_failures: int | None
+    max_failures: int | None
+    requests_per_second: float | None
+    burst: float | None
+    timeout: float | None
+    stop_when_done: bool
+    strategy: Strategy | str
+    buffer_size: int
+    seed: int | None
+    state: StateStore | None
+    resume: bool
+    watch_active: bool
+    auto_ack: bool
+    gate: RequestGate | None
+    leases: Leases | None
 
 
 _PAGE_SIZE: Final = 50
@@ -146,24 +177,29 @@ class Watcher:
 
     Args:
         max_concurrency: requests in flight at once.
+        poll: the `PollPolicy` (cadence and failure limits; default ``PollPolicy()``).
         min_interval: seconds between polls of a batch while it changes.
         max_interval: the longest wait between polls of an idle batch.
         backoff_factor: how the interval grows per poll that saw no change.
         jitter: each wait is multiplied by a random factor in ``1 ± jitter``.
         stagger: first polls of the initial batches spread over this many seconds.
+        max_decode_failures: consecutive undecodable bodies before a batch
+            gets an ``error`` event.
+        max_failures: consecutive transient failures before a batch gets an
+            ``error`` event (None: retry until the timeout).
+            The seven keywords above are shorthands: each replaces that field
+            of ``poll`` (None keeps the policy's value).
         requests_per_second: a budget shared by all of this watcher's requests
-            (None: no budget beyond ``max_concurrency``).
+            (None: no budget beyond ``max_concurrency``); shorthand for
+            ``gate=LocalGate(requests_per_second, burst)``.
         burst: requests the budget allows at once (default: one second's worth).
-        deadline: seconds after entering; batches still open then get an
-            ``error`` event with `WaitTimeoutError`, and iteration ends.
+        timeout: seconds after entering; batches still open then get an
+            ``error`` event with `WaitTimeoutError`, and iteration ends. The
+            same word, in the same sense, as ``wait(timeout=)``.
         stop_when_done: end iteration once every batch has had its final event
             (True, for scripts) or run until the ``async with`` exits (False).
         strategy: ``"auto"``, ``"per_id"`` or ``"sweep"`` (see `Strategy`).
         buffer_size: events held for a slow consumer before polling waits.
-        max_decode_failures: consecutive undecodable bodies before a batch
-            gets an ``error`` event.
-        max_failures: consecutive transient failures before a batch gets an
-            ``error`` event (None: retry until the deadline).
         seed: seeds the jitter, for reproducible schedules.
         state: a `StateStore` that keeps acknowledged state across restarts.
         resume: also watch every batch in ``state`` that has not ended.
@@ -176,6 +212,7 @@ class Watcher:
         leases: `Leases` shared with replicas: this watcher polls and reports
             only the batches it holds, taking over those whose holder stopped,
             from the ``state`` store (required with leases).
+        deadline: the old name of ``timeout``; deprecated, warns.
     """
 
     def __init__(
@@ -184,19 +221,20 @@ class Watcher:
         batch_ids: Iterable[str] = (),
         *,
         max_concurrency: int = 8,
-        min_interval: float = 5.0,
-        max_interval: float = 60.0,
-        backoff_factor: float = 1.5,
-        jitter: float = 0.1,
-        stagger: float = 1.0,
+        poll: PollPolicy | None = None,
+        min_interval: float | None = None,
+        max_interval: float | None = None,
+        backoff_factor: float | None = None,
+        jitter: float | None = None,
+        stagger: float | None = None,
+        max_decode_failures: int | None = None,
+        max_failures: int | None = None,
         requests_per_second: float | None = None,
         burst: float | None = None,
-        deadline: float | None = None,
+        timeout: float | None = None,
         stop_when_done: bool = True,
         strategy: Strategy | str = Strategy.AUTO,
         buffer_size: int = 64,
-        max_decode_failures: int = 5,
-        max_failures: int | None = None,
         seed: int | None = None,
         state: StateStore | None = None,
         resume: bool = False,
@@ -204,22 +242,34 @@ class Watcher:
         auto_ack: bool = True,
         gate: RequestGate | None = None,
         leases: Leases | None = None,
+        deadline: float | None = None,
     ) -> None:
+        if deadline is not None:
+            warnings.warn(
+                "Watcher(deadline=) is now Watcher(timeout=); deadline= goes in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if timeout is not None:
+                raise TypeError("give timeout= alone (deadline= is its deprecated name)")
+            timeout = deadline
         if max_concurrency < 1 or buffer_size < 1:
             raise ValueError("max_concurrency and buffer_size must be at least 1")
-        if deadline is not None and deadline < 0:
-            raise ValueError("deadline must not be negative")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must not be negative")
         if leases is not None and state is None:
             raise ValueError("replicas share their progress through `state`: pass a store")
-        policy = PollPolicy(
-            min_interval=min_interval,
-            max_interval=max_interval,
-            backoff_factor=backoff_factor,
-            jitter=jitter,
-            stagger=stagger,
-            max_decode_failures=max_decode_failures,
-            max_failures=max_failures,
-        )
+        cadence = {
+            "min_interval": min_interval,
+            "max_interval": max_interval,
+            "backoff_factor": backoff_factor,
+            "jitter": jitter,
+            "stagger": stagger,
+            "max_decode_failures": max_decode_failures,
+            "max_failures": max_failures,
+        }
+        given: dict[str, Any] = {k: v for k, v in cadence.items() if v is not None}
+        policy = dataclasses.replace(poll or PollPolicy(), **given)
         check_not_a_string(batch_ids, "batch_ids")
         self._batches = client.batches
         self._tracker = Tracker(policy, strategy=Strategy(strategy), rng=random.Random(seed))
@@ -232,7 +282,7 @@ class Watcher:
         self._gate = gate or LocalGate(requests_per_second, burst)
         self._leases = leases
         self._held: set[str] = set()
-        self._deadline = deadline
+        self._timeout = timeout
         self._deadline_at: float | None = None
         self._stop_when_done = stop_when_done
         self._buffer_size = buffer_size
@@ -266,8 +316,8 @@ class Watcher:
         self._stage = "running"
         self._send, self._receive = anyio.create_memory_object_stream[Event | _Nudge](math.inf)
         now = anyio.current_time()
-        if self._deadline is not None:
-            self._deadline_at = now + self._deadline
+        if self._timeout is not None:
+            self._deadline_at = now + self._timeout
         try:
             await self._load_batches(now)
             await self._claim_leases()
@@ -615,7 +665,7 @@ class Watcher:
             await self._space.wait()
 
     def _deadline_message(self) -> str:
-        return f"the watcher's deadline of {self._deadline:g} s passed before the batch ended"
+        return f"the watcher's timeout of {self._timeout:g} s passed before the batch ended"
 
 
 def _unwrapped(error: Exception) -> Exception:

@@ -28,7 +28,7 @@ import aiohttp
 import httpx
 import twelvelabs
 
-from asyncbatch import Client
+from asyncbatch import Client, WatchOptions
 from asyncbatch._models import batch_decoder
 
 from ._bodies import BATCH_ID
@@ -155,12 +155,15 @@ async def _measure_watcher(base_url: str, concurrency: int, cpu_budget: float) -
     diff).
     """
     ids = [f"{n:024x}" for n in range(_WATCHED_PER_SLOT * concurrency)]
-    options = {"min_interval": 1e-6, "max_interval": 1e-6, "jitter": 0.0, "stagger": 0.0}
+    options: WatchOptions = {
+        "min_interval": 1e-6,
+        "max_interval": 1e-6,
+        "jitter": 0.0,
+        "stagger": 0.0,
+    }
     async with (
         Client(api_key=API_KEY, base_url=base_url) as client,
-        client.watch(
-            ids, max_concurrency=concurrency, strategy="per_id", stop_when_done=False, **options
-        ) as watcher,
+        client.watch(ids, **options) as watcher,
         asyncio.TaskGroup() as group,
     ):
         drain = group.create_task(_drain(watcher))

@@ -16,12 +16,13 @@ from asyncbatch import (
     Event,
     EventKind,
     NotFoundError,
+    PollPolicy,
     RateLimitError,
     ServerError,
     WaitTimeoutError,
 )
 from asyncbatch._events import classify, is_stale
-from asyncbatch._tracker import SWEEP, PollPolicy, Strategy, Tracker
+from asyncbatch._tracker import SWEEP, Strategy, Tracker
 from tests._snapshots import snapshot
 
 A = "a" * 24

@@ -49,7 +49,7 @@ def watch_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {
         "min_interval": min(interval, max_interval),
         "max_interval": max_interval,
-        "deadline": args.deadline,
+        "timeout": args.deadline,
         "max_concurrency": args.concurrency,
         "max_failures": args.max_failures,
     }
