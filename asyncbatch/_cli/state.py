@@ -72,11 +72,12 @@ async def watch_state(args: argparse.Namespace) -> AsyncIterator[WatchState | No
         raise CommandError(f"watch: --state: {exc}", EXIT_USAGE) from None
     async with opened:
         shown = _shown(args.state)
-        state = WatchState(shown, await _records(opened, shown))
-        state.options = {"state": opened.store, "resume": True}
-        if args.replica:
-            state.owner = args.owner or default_owner()
-            state.options.update(_replica_options(opened, args, state.owner, shown))
+        owner = args.owner or default_owner() if args.replica else None
+        # Refuse a store that cannot serve replicas before reading it: reading a
+        # SQLite store creates its file.
+        replica = _replica_options(opened, args, owner, shown) if owner is not None else {}
+        state = WatchState(shown, await _records(opened, shown), owner=owner)
+        state.options = {"state": opened.store, "resume": True, **replica}
         yield state
 
 
