@@ -53,9 +53,10 @@ import enum
 import heapq
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -69,6 +70,20 @@ VERIFY_INTERVALS: Final = 3
 
 MAX_SWEEP_SUSPENSION_INTERVALS: Final = 16
 """A failing sweep is suspended for ``max_interval`` doubling per failure, up to this many."""
+
+
+class Acknowledged(Protocol):
+    """What a state store holds of one batch (a `StoredBatch` is one)."""
+
+    @property
+    def snapshot(self) -> Batch | None:
+        """The last snapshot the consumer acknowledged."""
+        ...
+
+    @property
+    def final(self) -> bool:
+        """Whether that acknowledged event was the batch's final one."""
+        ...
 
 
 class Strategy(enum.StrEnum):
@@ -210,6 +225,43 @@ class Tracker:
         else:
             state.verify_by = now + self._verify_after
             self._schedule(state, now)
+
+    def leases_wanted(
+        self,
+        records: Mapping[str, Acknowledged],
+        held: AbstractSet[str],
+        now: float,
+        *,
+        resume: bool,
+    ) -> list[str]:
+        """A replica's lease round, first half: reconcile with the shared store's ``records``
+        and return the batch IDs to claim leases on (the open ones, then those held).
+
+        With ``resume``, every batch the store holds unfinished is watched. A batch that
+        another replica ended (its final event acknowledged in the store) while this one did
+        not hold it is closed here without an event: its end was delivered once, elsewhere.
+        """
+        if resume:
+            for batch_id, record in records.items():
+                if not record.final:
+                    self.add(batch_id, now, last=record.snapshot)
+        for state in list(self.open_states()):
+            kept = records.get(state.batch_id)
+            if kept is not None and kept.final and state.batch_id not in held:
+                self.reset(state.batch_id, now, last=kept.snapshot, final=True)
+        wanted = [s.batch_id for s in self.open_states()]
+        return wanted + sorted(held - set(wanted))
+
+    def leases_taken(
+        self, taken: Iterable[str], records: Mapping[str, Acknowledged], now: float
+    ) -> None:
+        """A lease round, second half: for each batch newly ``taken`` over, continue from what
+        the store says (another replica may have delivered, and had acknowledged, events
+        meanwhile), not from this tracker's own view."""
+        for batch_id in sorted(taken):
+            kept = records.get(batch_id)
+            if kept is not None:
+                self.reset(batch_id, now, last=kept.snapshot, final=kept.final)
 
     def skip(self, batch_id: str, until: float) -> None:
         """Give back a due poll unsent (another replica holds the batch); retry at ``until``."""

@@ -616,24 +616,11 @@ class Watcher:
         if self._leases is None or self._store is None:
             return
         records = {r.batch_id: r for r in await self._store.load()}
-        now = anyio.current_time()
-        if self._resume:
-            for record in records.values():
-                if not record.final:
-                    self._tracker.add(record.batch_id, now, last=record.snapshot)
-        for state in list(self._tracker.open_states()):
-            kept = records.get(state.batch_id)
-            if kept is not None and kept.final and state.batch_id not in self._held:
-                # Another replica delivered this batch's end and it was acknowledged.
-                self._tracker.reset(state.batch_id, now, last=kept.snapshot, final=True)
-        wanted = [s.batch_id for s in self._tracker.open_states()]
-        held = await self._leases.claim(wanted + sorted(self._held - set(wanted)))
-        for batch_id in sorted(held - self._held):
-            # Another replica may have delivered and had acknowledged events
-            # meanwhile: continue from what the store says, not our own view.
-            kept = records.get(batch_id)
-            if kept is not None:
-                self._tracker.reset(batch_id, now, last=kept.snapshot, final=kept.final)
+        wanted = self._tracker.leases_wanted(
+            records, self._held, anyio.current_time(), resume=self._resume
+        )
+        held = await self._leases.claim(wanted)
+        self._tracker.leases_taken(held - self._held, records, anyio.current_time())
         self._held = held
         self._wake_if_sooner()
 
