@@ -533,7 +533,19 @@ class Watcher:
     # -- requests -----------------------------------------------------------------
 
     async def _work(self, actions: MemoryObjectReceiveStream[Action]) -> None:
-        async for action in actions:
+        while True:
+            try:
+                # Take waiting work without the checkpoint that `receive` makes first: a
+                # worker yields inside every request anyway, and a checkpoint is one more
+                # pass of the event loop per poll.
+                action = actions.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    action = await actions.receive()
+                except anyio.EndOfStream:
+                    return
+            except anyio.EndOfStream:  # pragma: no cover - the sender closes only at exit
+                return
             # Room for events first: a slow consumer holds requests back.
             await self._wait_for_space()
             await self._perform(action)
