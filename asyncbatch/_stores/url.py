@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from anyio.abc import AsyncResource
 
 from .._coordination import Leases, RequestGate
 from .memory import MemoryStore, StateStore
@@ -34,7 +35,7 @@ _FORMS = "memory://, sqlite:///PATH or redis://HOST:PORT/DB"
 
 
 @dataclass
-class OpenedState:
+class OpenedState(AsyncResource):
     """What a ``--state`` URL opened. ``gate`` and ``leases`` are None unless it is shared (Redis).
 
     Close it (``async with`` or `aclose`) to release the store and its connection.
@@ -52,17 +53,6 @@ class OpenedState:
         finally:
             if self._client is not None:
                 await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def open_state(url: str) -> OpenedState:
