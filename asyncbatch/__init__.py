@@ -1,4 +1,25 @@
-"""asyncbatch: an asyncio client and watcher for the TwelveLabs batch-analysis API."""
+"""asyncbatch: an asyncio client and watcher for the TwelveLabs batch-analysis API.
+
+A map of the package, lower layers first (a module imports only from its own layer or lower
+ones, and never in a circle; `tests/test_layers.py` checks both):
+
+    _errors _models _retry _budget _redact   leaves: the error tree, the API's structs and the ID
+                                             check, RetryPolicy / PollPolicy and the failure
+                                             classes, the token bucket, secret redaction
+    _transport _results                      HTTP: auth, timeouts, retries (aiohttp only here),
+                                             and the streamed results
+    _events _tracker                         the watcher's pure rules: which events a snapshot
+                                             makes, what to poll when, what a failure means
+    _coordination _stores/                   what watchers share: the request gate and leases,
+                                             the state stores (memory, SQLite)
+    _watcher _wait                           the IO driver (reads through the BatchSource
+                                             protocol) and wait()
+    _client                                  Client and its batches resource (watch, wait)
+    _webhooks/ webhooks redis testing        optional parts: webhook deliveries, the Redis store
+                                             and gate, the simulator (and _stores/url, which
+                                             opens any store from a --state URL)
+    _cli/                                    the `asyncbatch` command, one module per family
+"""
 
 import msgspec
 
@@ -53,12 +74,12 @@ from ._models import (
     WebhookDelivery,
 )
 from ._results import ResultStream
-from ._retry import RetryPolicy
-from ._store import MemoryStore, StateStore, StoredBatch
-from ._store_sqlite import SQLiteStore
+from ._retry import PollPolicy, RetryPolicy
+from ._stores.memory import MemoryStore, StateStore, StoredBatch
+from ._stores.sqlite import SQLiteStore
 from ._tracker import Strategy
 from ._version import __version__
-from ._watcher import Watcher, WatcherStatistics
+from ._watcher import BatchReader, BatchSource, Watcher, WatcherStatistics, WatchOptions
 
 __all__ = [
     "APIConnectionError",
@@ -71,6 +92,8 @@ __all__ = [
     "BatchDefaults",
     "BatchItemRequest",
     "BatchPage",
+    "BatchReader",
+    "BatchSource",
     "BatchStatus",
     "Batches",
     "Client",
@@ -95,6 +118,7 @@ __all__ = [
     "NotFoundError",
     "PageInfo",
     "PermissionDeniedError",
+    "PollPolicy",
     "Prompt",
     "RateLimitError",
     "RequestGate",
@@ -116,6 +140,7 @@ __all__ = [
     "Usage",
     "VideoSource",
     "WaitTimeoutError",
+    "WatchOptions",
     "Watcher",
     "WatcherStatistics",
     "WebhookDelivery",

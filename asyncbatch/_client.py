@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import aiohttp
 import anyio
 import msgspec
+from anyio.abc import AsyncResource
 
-from ._errors import ConfigurationError, DecodeError, InvalidBatchIdError, InvalidRequestError
+from ._errors import ConfigurationError, DecodeError, InvalidRequestError
 from ._models import (
     BATCH_ID_PATTERN,
     Batch,
@@ -29,6 +29,8 @@ from ._models import (
     CreatedBatch,
     PageInfo,
     batch_decoder,
+    check_batch_id,
+    check_not_a_string,
     created_decoder,
     decode_body,
     encoder,
@@ -38,10 +40,8 @@ from ._models import (
 from ._results import ResultStream
 from ._retry import RetryPolicy
 from ._transport import Params, Transport, check_base_url
-from ._wait import wait_for_batch
-
-if TYPE_CHECKING:
-    from ._watcher import Watcher
+from ._wait import check_watch_options, wait_for_batch
+from ._watcher import Watcher, WatchOptions
 
 DEFAULT_BASE_URL = "https://api.twelvelabs.io/v1.3"
 API_KEY_ENV_VARS = ("TWELVELABS_API_KEY", "TWELVE_LABS_API_KEY")
@@ -51,31 +51,7 @@ MAX_PAGE_LIMIT = 50
 _T = TypeVar("_T")
 
 
-def check_batch_id(batch_id: object) -> str:
-    """Return ``batch_id`` if it is 24 hex digits, else raise `InvalidBatchIdError`."""
-    if isinstance(batch_id, str) and BATCH_ID_PATTERN.fullmatch(batch_id):
-        return batch_id
-    shown = repr(batch_id)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
-    raise InvalidBatchIdError(f"a batch ID is 24 hexadecimal digits, got {shown}")
-
-
-def check_not_a_string(value: object, name: str) -> None:
-    """Raise `TypeError` when a lone ``str`` (or bytes) is given where a sequence belongs.
-
-    Iterating a string yields its characters: ``watch("68f4...")`` would watch
-    "6", "8", ..., and ``list(status="completed")`` would send nine one-letter
-    filters.
-    """
-    if isinstance(value, str | bytes):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise TypeError(
-            f"{name} takes a list of values, not a single string: pass [{shown}] instead"
-        )
-
-
-class Client:
+class Client(AsyncResource):
     """An async client for the TwelveLabs batch-analysis API.
 
     Use it as ``async with Client() as client:``, or call `aclose` yourself.
@@ -114,7 +90,7 @@ class Client:
             retry=retry or RetryPolicy(),
             session=session,
         )
-        self.batches = Batches(self._transport, self)
+        self.batches = Batches(self._transport)
 
     def __repr__(self) -> str:
         return f"<asyncbatch.Client base_url={self._transport.base_url!r}>"
@@ -124,29 +100,16 @@ class Client:
         """The API root the client talks to."""
         return self._transport.base_url
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Close the connection pool (unless it was borrowed). Idempotent."""
         await self._transport.aclose()
 
-    def watch(self, batch_ids: Iterable[str] = (), **options: Any) -> Watcher:
-        """A `Watcher` over ``batch_ids``; see `Watcher` for the options.
+    def watch(self, batch_ids: Iterable[str] = (), **options: Unpack[WatchOptions]) -> Watcher:
+        """A `Watcher` over ``batch_ids``; see `Watcher` for the options (`WatchOptions`).
 
         ``batch_ids`` is a list (any iterable) of IDs: a single ID as a bare
         string raises `TypeError`.
         """
-        from ._watcher import Watcher  # noqa: PLC0415 - the watcher builds on the client
-
         return Watcher(self, batch_ids, **options)
 
 
@@ -161,9 +124,8 @@ def _first_env(names: Sequence[str]) -> str | None:
 class Batches:
     """The ``/analyze/batches`` endpoints, reached as ``client.batches``."""
 
-    def __init__(self, transport: Transport, client: Client) -> None:
+    def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._client = client
 
     def __repr__(self) -> str:
         return f"<asyncbatch.Batches base_url={self._transport.base_url!r}>"
@@ -298,20 +260,18 @@ class Batches:
         path = f"/analyze/batches/{check_batch_id(batch_id)}/results"
         return ResultStream(self._transport, path, result_decoder, retry=retry, timeout=timeout)
 
-    async def wait(
-        self, batch_id: str, *, timeout: float | None = None, **watch_options: Any
-    ) -> Batch:
+    async def wait(self, batch_id: str, **options: Unpack[WatchOptions]) -> Batch:
         """Wait until the batch is terminal and return that snapshot.
 
-        Polls through a `Watcher` (``watch_options`` are its options, e.g.
-        ``min_interval``), so rate limits and retries behave the same. Raises
+        Polls through a `Watcher` (``options`` are its options, `WatchOptions`,
+        e.g. ``timeout`` or ``min_interval``), so rate limits and retries behave the same. Raises
         `NotFoundError` when the batch does not exist, `WaitTimeoutError` when
         ``timeout`` seconds pass first, and the cause (e.g.
         `AuthenticationError`) when polling cannot go on. ``completed`` is
         returned too when items failed: check ``failed_items``. Cancelling the
         caller stops polling; the batch itself runs on.
         """
-        return await wait_for_batch(self._client, batch_id, timeout=timeout, **watch_options)
+        return await wait_for_batch(self, batch_id, **options)
 
     async def create_and_wait(
         self,
@@ -320,10 +280,11 @@ class Batches:
         model_name: str = "pegasus1.5",
         analysis_mode: str = "general",
         defaults: BatchDefaults | Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        **watch_options: Any,
+        **options: Unpack[WatchOptions],
     ) -> Batch:
-        """`create` a batch, then `wait` for it; ``timeout`` covers both."""
+        """`create` a batch, then `wait` for it with ``options``; ``timeout`` covers both."""
+        check_watch_options(self, options)
+        timeout = options.get("timeout")
         deadline = _deadline(timeout)
         created = await self.create(
             requests,
@@ -340,7 +301,8 @@ class Batches:
                 "POST /analyze/batches created a batch whose ID is not 24 hex digits",
                 snippet=created.batch_id.encode()[:200],
             )
-        return await self.wait(created.batch_id, timeout=remaining, **watch_options)
+        options["timeout"] = remaining
+        return await self.wait(created.batch_id, **options)
 
 
 def _same_batch(batch_id: str, body: bytes, what: str) -> Batch:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from ._errors import DecodeError
+from ._errors import DecodeError, InvalidBatchIdError
 
 _T = TypeVar("_T")
 
@@ -34,6 +34,30 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Count = int
 
 BATCH_ID_PATTERN = re.compile(r"[0-9a-fA-F]{24}")
+
+
+def check_batch_id(batch_id: object) -> str:
+    """Return ``batch_id`` if it is 24 hex digits, else raise `InvalidBatchIdError`."""
+    if isinstance(batch_id, str) and BATCH_ID_PATTERN.fullmatch(batch_id):
+        return batch_id
+    shown = repr(batch_id)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    raise InvalidBatchIdError(f"a batch ID is 24 hexadecimal digits, got {shown}")
+
+
+def check_not_a_string(value: object, name: str) -> None:
+    """Raise `TypeError` when a lone ``str`` (or bytes) is given where a sequence belongs.
+
+    Iterating a string yields its characters: ``watch("68f4...")`` would watch
+    "6", "8", ..., and ``list(status="completed")`` would send nine one-letter
+    filters.
+    """
+    if isinstance(value, str | bytes):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise TypeError(
+            f"{name} takes a list of values, not a single string: pass [{shown}] instead"
+        )
 
 
 class BatchStatus(enum.StrEnum):

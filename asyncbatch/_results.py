@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import anyio
 import msgspec
+from anyio.abc import AsyncResource
 
 from ._errors import DecodeError
 from ._models import ResultItem, decode_body
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._transport import Line, Transport
 
 
-class ResultStream:
+class ResultStream(AsyncResource):
     """An async iterator of `ResultItem` that is also an async context manager.
 
     The response opens on the first ``anext()`` (or on ``async with``) and is
@@ -58,14 +58,6 @@ class ResultStream:
     async def __aenter__(self) -> Self:
         await self._open()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __aiter__(self) -> Self:
         return self

@@ -1,4 +1,5 @@
-"""The retry policy, as pure functions: which failures retry and how long to wait.
+"""The retry and poll policies, as pure values and functions: which failures retry, how long to
+wait, and how often a watcher polls (`PollPolicy`).
 
 Nothing here sleeps, reads a clock or does IO. The transport asks two questions
 after each failed attempt (may it retry? how long first?) and acts on the
@@ -76,6 +77,40 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """How a watcher polls each batch, and how many failures in a row end it.
+
+    The watcher's ``poll=`` option; its cadence keywords (``min_interval`` and
+    the rest) are shorthands for the fields of one. Each batch polls between
+    ``min_interval`` and ``max_interval`` seconds apart: back to the minimum
+    after a poll that brought an event, times ``backoff_factor`` after one
+    that did not, every wait jittered by ``±jitter``; batches added together
+    start spread over ``stagger`` seconds. ``max_decode_failures`` counts
+    answers that make no sense in a row (undecodable bodies, another batch's
+    object, unexpected 4xx or redirects); ``max_failures`` counts failures of
+    any kind in a row (None: no limit).
+    """
+
+    min_interval: float = 5.0
+    max_interval: float = 60.0
+    backoff_factor: float = 1.5
+    jitter: float = 0.1
+    stagger: float = 1.0
+    max_decode_failures: int = 5
+    max_failures: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_interval <= self.max_interval:
+            raise ValueError("need 0 < min_interval <= max_interval")
+        if self.backoff_factor < 1 or not 0 <= self.jitter < 1 or self.stagger < 0:
+            raise ValueError("need backoff_factor >= 1, 0 <= jitter < 1 and stagger >= 0")
+        if self.max_decode_failures < 1 or (
+            self.max_failures is not None and self.max_failures < 1
+        ):
+            raise ValueError("failure limits must be at least 1")
 
 
 def status_is_retryable(status: int, *, creates: bool) -> bool:

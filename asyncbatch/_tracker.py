@@ -53,22 +53,37 @@ import enum
 import heapq
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
 from ._errors import RateLimitError
 from ._events import NO_RANK, STATUS_RANK, Event, EventKind, classify
 from ._models import Batch
-from ._retry import Failure, classify_failure
+from ._retry import Failure, PollPolicy, classify_failure
 
 VERIFY_INTERVALS: Final = 3
 """A batch that sweeps keep listing still gets its own GET this many ``max_interval``s apart."""
 
 MAX_SWEEP_SUSPENSION_INTERVALS: Final = 16
 """A failing sweep is suspended for ``max_interval`` doubling per failure, up to this many."""
+
+
+class Acknowledged(Protocol):
+    """What a state store holds of one batch (a `StoredBatch` is one)."""
+
+    @property
+    def snapshot(self) -> Batch | None:
+        """The last snapshot the consumer acknowledged."""
+        ...
+
+    @property
+    def final(self) -> bool:
+        """Whether that acknowledged event was the batch's final one."""
+        ...
 
 
 class Strategy(enum.StrEnum):
@@ -90,34 +105,6 @@ SWEEP = _Sweep.SWEEP
 """The action `Tracker.due` returns for a list sweep (the others are batch IDs)."""
 
 Action = str | _Sweep
-
-
-@dataclass(frozen=True, slots=True)
-class PollPolicy:
-    """Polling cadence and failure limits; see the module docstring for how each acts.
-
-    ``max_decode_failures`` counts answers that make no sense in a row
-    (undecodable bodies, another batch's object, unexpected 4xx or redirects);
-    ``max_failures`` counts failures of any kind in a row (None: no limit).
-    """
-
-    min_interval: float = 5.0
-    max_interval: float = 60.0
-    backoff_factor: float = 1.5
-    jitter: float = 0.1
-    stagger: float = 1.0
-    max_decode_failures: int = 5
-    max_failures: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_interval <= self.max_interval:
-            raise ValueError("need 0 < min_interval <= max_interval")
-        if self.backoff_factor < 1 or not 0 <= self.jitter < 1 or self.stagger < 0:
-            raise ValueError("need backoff_factor >= 1, 0 <= jitter < 1 and stagger >= 0")
-        if self.max_decode_failures < 1 or (
-            self.max_failures is not None and self.max_failures < 1
-        ):
-            raise ValueError("failure limits must be at least 1")
 
 
 class BatchState(msgspec.Struct, kw_only=True):
@@ -238,6 +225,43 @@ class Tracker:
         else:
             state.verify_by = now + self._verify_after
             self._schedule(state, now)
+
+    def leases_wanted(
+        self,
+        records: Mapping[str, Acknowledged],
+        held: AbstractSet[str],
+        now: float,
+        *,
+        resume: bool,
+    ) -> list[str]:
+        """A replica's lease round, first half: reconcile with the shared store's ``records``
+        and return the batch IDs to claim leases on (the open ones, then those held).
+
+        With ``resume``, every batch the store holds unfinished is watched. A batch that
+        another replica ended (its final event acknowledged in the store) while this one did
+        not hold it is closed here without an event: its end was delivered once, elsewhere.
+        """
+        if resume:
+            for batch_id, record in records.items():
+                if not record.final:
+                    self.add(batch_id, now, last=record.snapshot)
+        for state in list(self.open_states()):
+            kept = records.get(state.batch_id)
+            if kept is not None and kept.final and state.batch_id not in held:
+                self.reset(state.batch_id, now, last=kept.snapshot, final=True)
+        wanted = [s.batch_id for s in self.open_states()]
+        return wanted + sorted(held - set(wanted))
+
+    def leases_taken(
+        self, taken: Iterable[str], records: Mapping[str, Acknowledged], now: float
+    ) -> None:
+        """A lease round, second half: for each batch newly ``taken`` over, continue from what
+        the store says (another replica may have delivered, and had acknowledged, events
+        meanwhile), not from this tracker's own view."""
+        for batch_id in sorted(taken):
+            kept = records.get(batch_id)
+            if kept is not None:
+                self.reset(batch_id, now, last=kept.snapshot, final=kept.final)
 
     def skip(self, batch_id: str, until: float) -> None:
         """Give back a due poll unsent (another replica holds the batch); retry at ``until``."""

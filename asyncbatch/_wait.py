@@ -6,29 +6,39 @@ retries, with the final event turned into a return value or an exception.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Unpack
 
 from ._events import EventKind
 from ._models import Batch
+from ._watcher import BatchReader, Watcher, WatchOptions
 
-if TYPE_CHECKING:
-    from ._client import Client
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    """A `BatchSource` made of the ``batches`` reads alone, so `wait` needs no client."""
+
+    batches: BatchReader
+
+
+def check_watch_options(batches: BatchReader, options: WatchOptions) -> None:
+    """Raise what `Watcher` raises for ``options`` (TypeError for an unknown one, ValueError for
+    a bad value), so that `create_and_wait` refuses them before it creates a billed batch."""
+    Watcher(_Reads(batches), (), **options)
 
 
 async def wait_for_batch(
-    client: Client, batch_id: str, *, timeout: float | None = None, **watch_options: Any
+    batches: BatchReader, batch_id: str, **options: Unpack[WatchOptions]
 ) -> Batch:
     """Poll ``batch_id`` until it is terminal and return that snapshot.
 
     Raises `NotFoundError` when the batch does not exist, `WaitTimeoutError`
     when ``timeout`` seconds pass first, and the error that made the watcher
-    give up otherwise (for example `AuthenticationError`). ``watch_options``
+    give up otherwise (for example `AuthenticationError`). ``options``
     are `Watcher` options such as ``min_interval``.
     """
-    from ._watcher import Watcher  # noqa: PLC0415 - the watcher imports the client
-
-    options: dict[str, Any] = {"stagger": 0.0, **watch_options}
-    async with Watcher(client, [batch_id], deadline=timeout, **options) as watcher:
+    options.setdefault("stagger", 0.0)  # one batch: nothing to spread
+    async with Watcher(_Reads(batches), [batch_id], **options) as watcher:
         async for event in watcher:
             if event.kind is EventKind.DONE and event.batch is not None:
                 return event.batch

@@ -32,12 +32,12 @@ the consumer calls `Watcher.ack` itself, for example after writing the event
 somewhere durable. The store keeps, per batch, the last acknowledged snapshot;
 a watcher started on the same store diffs against it, so unacknowledged
 changes come again, changes made while nothing watched are reported, and an
-acknowledged final event never comes again (see `_store`).
+acknowledged final event never comes again (see `_stores`).
 
 Ending. ``stop_when_done=True`` (scripts) ends iteration once every watched
 batch has had its final event and the consumer has read them all;
 ``stop_when_done=False`` (services) keeps iterating until the ``async with``
-exits, and batches may be added at any time. A ``deadline`` gives every batch
+exits, and batches may be added at any time. A ``timeout`` gives every batch
 still open an ``error`` event carrying `WaitTimeoutError`, then ends
 iteration. Leaving the ``async with`` cancels every request in flight and
 closes nothing that belongs to the client.
@@ -45,32 +45,125 @@ closes nothing that belongs to the client.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import math
 import random
-from collections.abc import Iterable
+import warnings
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import Any, Final, Protocol, Self, TypedDict
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._client import check_batch_id, check_not_a_string
 from ._coordination import Leases, LocalGate, RequestGate
 from ._errors import AsyncBatchError, InvalidBatchIdError, RateLimitError, WaitTimeoutError
 from ._events import Event, EventKind
-from ._models import ACTIVE_STATUSES, Batch
-from ._retry import NO_RETRY
-from ._store import StateStore, StoredBatch
-from ._tracker import SWEEP, Action, PollPolicy, Strategy, Tracker
-
-if TYPE_CHECKING:
-    from ._client import Client
+from ._models import ACTIVE_STATUSES, Batch, check_batch_id, check_not_a_string
+from ._retry import NO_RETRY, PollPolicy, RetryPolicy
+from ._stores.memory import StateStore, StoredBatch
+from ._tracker import SWEEP, Action, Strategy, Tracker
 
 logger = logging.getLogger("asyncbatch")
+
+
+class BatchReader(Protocol):
+    """The two reads a watcher makes; `Client.batches` is one."""
+
+    async def retrieve(
+        self, batch_id: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> Batch:
+        """One batch's current snapshot."""
+        ...
+
+    def list(
+        self,
+        *,
+        status: Iterable[str] | None = None,
+        page_limit: int = ...,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncGenerator[Batch, None]:
+        """The account's batches with one of ``status``, a page at a time."""
+        ...
+
+
+class BatchSource(Protocol):
+    """What a `Watcher` needs from a client: its ``batches`` reads (`Client` is one)."""
+
+    @property
+    def batches(self) -> BatchReader:
+        """The reads the watcher polls with."""
+        ...
+
+
+class WatchOptions(TypedDict, total=False):
+    """The keyword options of `Watcher`, as `Client.watch`, `Batches.wait` and
+    `Batches.create_and_wait` take them (``**options: Unpack[WatchOptions]``), so that a
+    type checker and an editor know each one; `Watcher` documents what each does."""
+
+    max_concurrency: int
+    poll: PollPolicy | None
+    min_interval: float | None
+    max_interval: float | None
+    backoff_factor: float | None
+    jitter: float | None
+    stagger: float | None
+    max_decode_failures: int | None
+    max_failures: int | None
+    requests_per_second: float | None
+    burst: float | None
+    timeout: float | None
+    stop_when_done: bool
+    strategy: Strategy | str
+    buffer_size: int
+    seed: int | None
+    state: StateStore | None
+    resume: bool
+    watch_active: bool
+    auto_ack: bool
+    gate: RequestGate | None
+    leases: Leases | None
+
+
+class _Alarm:
+    """The scheduler's sleep: until a loop time, or until `ring` is called, whichever is first.
+
+    Plain asyncio (a future and one timer handle) instead of an anyio cancel scope around an
+    Event: the scheduler sleeps and wakes up to once per poll, and a cancel scope costs
+    several times more per pass. Cancelling the sleeping task cancels the future as usual.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    async def sleep_until(self, when: float) -> None:
+        loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        timer = None if when == math.inf else loop.call_at(when, _resolve, future)
+        try:
+            await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._future = None
+
+    def ring(self) -> None:
+        """End the current sleep now (nothing if none)."""
+        if self._future is not None:
+            _resolve(self._future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
 
 _PAGE_SIZE: Final = 50
 _MAX_SWEEP_PAGES: Final = 4  # 200 batches, where an account has at most 5 active
@@ -120,24 +213,29 @@ class Watcher:
 
     Args:
         max_concurrency: requests in flight at once.
+        poll: the `PollPolicy` (cadence and failure limits; default ``PollPolicy()``).
         min_interval: seconds between polls of a batch while it changes.
         max_interval: the longest wait between polls of an idle batch.
         backoff_factor: how the interval grows per poll that saw no change.
         jitter: each wait is multiplied by a random factor in ``1 ± jitter``.
         stagger: first polls of the initial batches spread over this many seconds.
+        max_decode_failures: consecutive undecodable bodies before a batch
+            gets an ``error`` event.
+        max_failures: consecutive transient failures before a batch gets an
+            ``error`` event (None: retry until the timeout).
+            The seven keywords above are shorthands: each replaces that field
+            of ``poll`` (None keeps the policy's value).
         requests_per_second: a budget shared by all of this watcher's requests
-            (None: no budget beyond ``max_concurrency``).
+            (None: no budget beyond ``max_concurrency``); shorthand for
+            ``gate=LocalGate(requests_per_second, burst)``.
         burst: requests the budget allows at once (default: one second's worth).
-        deadline: seconds after entering; batches still open then get an
-            ``error`` event with `WaitTimeoutError`, and iteration ends.
+        timeout: seconds after entering; batches still open then get an
+            ``error`` event with `WaitTimeoutError`, and iteration ends. The
+            same word, in the same sense, as ``wait(timeout=)``.
         stop_when_done: end iteration once every batch has had its final event
             (True, for scripts) or run until the ``async with`` exits (False).
         strategy: ``"auto"``, ``"per_id"`` or ``"sweep"`` (see `Strategy`).
         buffer_size: events held for a slow consumer before polling waits.
-        max_decode_failures: consecutive undecodable bodies before a batch
-            gets an ``error`` event.
-        max_failures: consecutive transient failures before a batch gets an
-            ``error`` event (None: retry until the deadline).
         seed: seeds the jitter, for reproducible schedules.
         state: a `StateStore` that keeps acknowledged state across restarts.
         resume: also watch every batch in ``state`` that has not ended.
@@ -150,27 +248,29 @@ class Watcher:
         leases: `Leases` shared with replicas: this watcher polls and reports
             only the batches it holds, taking over those whose holder stopped,
             from the ``state`` store (required with leases).
+        deadline: the old name of ``timeout``; deprecated, warns.
     """
 
     def __init__(
         self,
-        client: Client,
+        client: BatchSource,
         batch_ids: Iterable[str] = (),
         *,
         max_concurrency: int = 8,
-        min_interval: float = 5.0,
-        max_interval: float = 60.0,
-        backoff_factor: float = 1.5,
-        jitter: float = 0.1,
-        stagger: float = 1.0,
+        poll: PollPolicy | None = None,
+        min_interval: float | None = None,
+        max_interval: float | None = None,
+        backoff_factor: float | None = None,
+        jitter: float | None = None,
+        stagger: float | None = None,
+        max_decode_failures: int | None = None,
+        max_failures: int | None = None,
         requests_per_second: float | None = None,
         burst: float | None = None,
-        deadline: float | None = None,
+        timeout: float | None = None,
         stop_when_done: bool = True,
         strategy: Strategy | str = Strategy.AUTO,
         buffer_size: int = 64,
-        max_decode_failures: int = 5,
-        max_failures: int | None = None,
         seed: int | None = None,
         state: StateStore | None = None,
         resume: bool = False,
@@ -178,24 +278,36 @@ class Watcher:
         auto_ack: bool = True,
         gate: RequestGate | None = None,
         leases: Leases | None = None,
+        deadline: float | None = None,
     ) -> None:
+        if deadline is not None:
+            warnings.warn(
+                "Watcher(deadline=) is now Watcher(timeout=); deadline= goes in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if timeout is not None:
+                raise TypeError("give timeout= alone (deadline= is its deprecated name)")
+            timeout = deadline
         if max_concurrency < 1 or buffer_size < 1:
             raise ValueError("max_concurrency and buffer_size must be at least 1")
-        if deadline is not None and deadline < 0:
-            raise ValueError("deadline must not be negative")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must not be negative")
         if leases is not None and state is None:
             raise ValueError("replicas share their progress through `state`: pass a store")
-        policy = PollPolicy(
-            min_interval=min_interval,
-            max_interval=max_interval,
-            backoff_factor=backoff_factor,
-            jitter=jitter,
-            stagger=stagger,
-            max_decode_failures=max_decode_failures,
-            max_failures=max_failures,
-        )
+        cadence = {
+            "min_interval": min_interval,
+            "max_interval": max_interval,
+            "backoff_factor": backoff_factor,
+            "jitter": jitter,
+            "stagger": stagger,
+            "max_decode_failures": max_decode_failures,
+            "max_failures": max_failures,
+        }
+        given: dict[str, Any] = {k: v for k, v in cadence.items() if v is not None}
+        policy = dataclasses.replace(poll or PollPolicy(), **given)
         check_not_a_string(batch_ids, "batch_ids")
-        self._client = client
+        self._batches = client.batches
         self._tracker = Tracker(policy, strategy=Strategy(strategy), rng=random.Random(seed))
         self._pending_ids = list(dict.fromkeys(check_batch_id(b) for b in batch_ids))
         self._workers = max_concurrency
@@ -206,14 +318,14 @@ class Watcher:
         self._gate = gate or LocalGate(requests_per_second, burst)
         self._leases = leases
         self._held: set[str] = set()
-        self._deadline = deadline
+        self._timeout = timeout
         self._deadline_at: float | None = None
         self._stop_when_done = stop_when_done
         self._buffer_size = buffer_size
         self._stage = "new"
         self._ended = False
         self._crash: BaseException | None = None
-        self._wakeup = anyio.Event()
+        self._alarm = _Alarm()
         self._space = anyio.Event()
         self._counts = {"polls": 0, "sweeps": 0, "retries": 0, "rate_limited": 0, "events": 0}
         self._send: MemoryObjectSendStream[Event | _Nudge] | None = None
@@ -240,8 +352,8 @@ class Watcher:
         self._stage = "running"
         self._send, self._receive = anyio.create_memory_object_stream[Event | _Nudge](math.inf)
         now = anyio.current_time()
-        if self._deadline is not None:
-            self._deadline_at = now + self._deadline
+        if self._timeout is not None:
+            self._deadline_at = now + self._timeout
         try:
             await self._load_batches(now)
             await self._claim_leases()
@@ -430,7 +542,6 @@ class Watcher:
 
     async def _schedule(self, actions: MemoryObjectSendStream[Action]) -> None:
         while True:
-            self._wakeup = anyio.Event()
             now = anyio.current_time()
             if self._deadline_at is not None and now >= self._deadline_at:
                 self._emit(self._tracker.give_up_all(WaitTimeoutError(self._deadline_message())))
@@ -443,21 +554,33 @@ class Watcher:
         if self._deadline_at is not None:
             wake_at = self._deadline_at if wake_at is None else min(wake_at, self._deadline_at)
         self._sleeping_until = math.inf if wake_at is None else wake_at
-        delay = max(0.0, self._sleeping_until - anyio.current_time())
-        with anyio.move_on_after(delay):
-            await self._wakeup.wait()
-        self._sleeping_until = -math.inf
+        try:
+            await self._alarm.sleep_until(self._sleeping_until)
+        finally:
+            self._sleeping_until = -math.inf
 
     def _wake_if_sooner(self) -> None:
         """Wake the scheduler only if an outcome made something due before its alarm."""
         wake_at = self._tracker.next_wakeup()
         if wake_at is not None and wake_at < self._sleeping_until:
-            self._wakeup.set()
+            self._alarm.ring()
 
     # -- requests -----------------------------------------------------------------
 
     async def _work(self, actions: MemoryObjectReceiveStream[Action]) -> None:
-        async for action in actions:
+        while True:
+            try:
+                # Take waiting work without the checkpoint that `receive` makes first: a
+                # worker yields inside every request anyway, and a checkpoint is one more
+                # pass of the event loop per poll.
+                action = actions.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    action = await actions.receive()
+                except anyio.EndOfStream:
+                    return
+            except anyio.EndOfStream:  # pragma: no cover - the sender closes only at exit
+                return
             # Room for events first: a slow consumer holds requests back.
             await self._wait_for_space()
             await self._perform(action)
@@ -478,7 +601,7 @@ class Watcher:
     async def _poll(self, batch_id: str) -> list[Event]:
         self._counts["polls"] += 1
         try:
-            snapshot = await self._client.batches.retrieve(batch_id, retry=NO_RETRY)
+            snapshot = await self._batches.retrieve(batch_id, retry=NO_RETRY)
         except AsyncBatchError as exc:
             return await self._failed(batch_id, exc)
         return self._tracker.observed(batch_id, snapshot, anyio.current_time())
@@ -499,9 +622,7 @@ class Watcher:
         server whose pages never end; the batches it leaves out are polled on
         their own. Each page after the first passes the gate like any request.
         """
-        pages = self._client.batches.list(
-            status=ACTIVE_STATUSES, page_limit=_PAGE_SIZE, retry=NO_RETRY
-        )
+        pages = self._batches.list(status=ACTIVE_STATUSES, page_limit=_PAGE_SIZE, retry=NO_RETRY)
         snapshots: list[Batch] = []
         async with aclosing(pages) as batches:
             while len(snapshots) < max_pages * _PAGE_SIZE:
@@ -542,24 +663,11 @@ class Watcher:
         if self._leases is None or self._store is None:
             return
         records = {r.batch_id: r for r in await self._store.load()}
-        now = anyio.current_time()
-        if self._resume:
-            for record in records.values():
-                if not record.final:
-                    self._tracker.add(record.batch_id, now, last=record.snapshot)
-        for state in list(self._tracker.open_states()):
-            kept = records.get(state.batch_id)
-            if kept is not None and kept.final and state.batch_id not in self._held:
-                # Another replica delivered this batch's end and it was acknowledged.
-                self._tracker.reset(state.batch_id, now, last=kept.snapshot, final=True)
-        wanted = [s.batch_id for s in self._tracker.open_states()]
-        held = await self._leases.claim(wanted + sorted(self._held - set(wanted)))
-        for batch_id in sorted(held - self._held):
-            # Another replica may have delivered and had acknowledged events
-            # meanwhile: continue from what the store says, not our own view.
-            kept = records.get(batch_id)
-            if kept is not None:
-                self._tracker.reset(batch_id, now, last=kept.snapshot, final=kept.final)
+        wanted = self._tracker.leases_wanted(
+            records, self._held, anyio.current_time(), resume=self._resume
+        )
+        held = await self._leases.claim(wanted)
+        self._tracker.leases_taken(held - self._held, records, anyio.current_time())
         self._held = held
         self._wake_if_sooner()
 
@@ -591,7 +699,7 @@ class Watcher:
             await self._space.wait()
 
     def _deadline_message(self) -> str:
-        return f"the watcher's deadline of {self._deadline:g} s passed before the batch ended"
+        return f"the watcher's timeout of {self._timeout:g} s passed before the batch ended"
 
 
 def _unwrapped(error: Exception) -> Exception:

@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 from ._coordination import DEFAULT_PAUSE
 from ._errors import StateStoreError
 from ._events import STATUS_RANK
-from ._store import StoredBatch, decode_record, encode_record
+from ._stores.memory import StoredBatch, decode_record, encode_record
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -12,7 +12,7 @@ See docs/webhooks.md, including what we assume about the undocumented batch
 completion notification.
 """
 
-from ._webhook_event import (
+from ._webhooks.event import (
     REFRESH_ALL,
     RefreshAll,
     WebhookEvent,
@@ -21,9 +21,9 @@ from ._webhook_event import (
     decode_event,
     refresh_targets,
 )
-from ._webhook_receiver import Refreshable, WebhookReceiver, WebhookStatistics
-from ._webhook_server import WebhookServer, serve_webhooks
-from ._webhook_signature import (
+from ._webhooks.receiver import Refreshable, WebhookReceiver, WebhookStatistics
+from ._webhooks.server import WebhookServer, serve_webhooks
+from ._webhooks.signature import (
     DEFAULT_TOLERANCE,
     SIGNATURE_HEADER,
     parse_signature_header,

@@ -22,6 +22,9 @@ from pathlib import Path
 from ._bodies import BATCH_ID, NOT_FOUND_BODY, PROCESSING_BODY
 
 STATUS_PREFIX = b"GET /v1.3/analyze/batches/"
+LIST_PREFIX = b"GET /v1.3/analyze/batches?"
+SWEEP_IDS = tuple(f"{n:024x}" for n in range(5))
+"""The batches every list answer holds: an account has at most five active ones."""
 _ID_LENGTH = len(BATCH_ID)
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +41,19 @@ def _response(status: bytes, body: bytes) -> bytes:
 # ID it asked for (the watcher files a snapshot under the ID it polled).
 _OK_BEFORE_ID, _OK_AFTER_ID = _response(b"200 OK", PROCESSING_BODY).split(BATCH_ID.encode())
 _NOT_FOUND = _response(b"404 Not Found", NOT_FOUND_BODY)
+_LIST_PAGE = _response(
+    b"200 OK",
+    b'{"data":['
+    + b",".join(PROCESSING_BODY.replace(BATCH_ID.encode(), i.encode()) for i in SWEEP_IDS)
+    + b'],"page_info":{"page":1,"limit_per_page":50,"total_page":1,"total_results":5}}',
+)
 
 
 def _answer(head: bytes) -> bytes:
-    """The canned status for ``GET /v1.3/analyze/batches/{24-char id}``, else a 404."""
+    """The canned status for ``GET /v1.3/analyze/batches/{24-char id}``, one page of the five
+    `SWEEP_IDS` for a list (``GET /v1.3/analyze/batches?...``), else a 404."""
+    if head.startswith(LIST_PREFIX):
+        return _LIST_PAGE
     start = len(STATUS_PREFIX)
     end = start + _ID_LENGTH
     if head.startswith(STATUS_PREFIX) and head[end : end + 1] == b" ":

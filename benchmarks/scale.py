@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
+from asyncbatch import PollPolicy
 from asyncbatch._models import Batch, batch_decoder
-from asyncbatch._tracker import PollPolicy, Strategy, Tracker
+from asyncbatch._tracker import Strategy, Tracker
 from asyncbatch._watcher import Watcher
 
 from ._bodies import BATCH_ID, PROCESSING_BODY

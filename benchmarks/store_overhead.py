@@ -34,7 +34,7 @@ import anyio
 from redis.asyncio import Redis
 
 from asyncbatch import Batch, LocalGate, MemoryStore, StateStore, StoredBatch
-from asyncbatch._store_sqlite import SQLiteStore
+from asyncbatch._stores.sqlite import SQLiteStore
 from asyncbatch.redis import RedisGate, RedisLeases, RedisStore
 
 from ._report import machine_line, median, table

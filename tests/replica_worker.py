@@ -2,7 +2,7 @@
 
 ``python -m tests.replica_worker --base-url URL --state STATE_URL --out FILE
 --ids ID,ID,...`` watches the batches with ``resume=True`` on the store named
-by ``STATE_URL`` (see `asyncbatch._state_url`) and appends one JSON line per
+by ``STATE_URL`` (see `asyncbatch._stores.url`) and appends one JSON line per
 event to ``FILE``, written, flushed and fsynced before it asks for the next
 event, which acknowledges it (``auto_ack``). So a line that is followed by
 another line of the same run was acknowledged; the last line of a run that
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from asyncbatch import Client, Event, Watcher
-from asyncbatch._state_url import OpenedState, open_state
+from asyncbatch._stores.url import OpenedState, open_state
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal

@@ -321,7 +321,7 @@ async def test_a_huge_retry_after_is_cut_short_by_the_deadline() -> None:
     async with connected() as (server, client):
         server.on("GET", _path(), _rate_limited_once("1000000000000", times))
         started = anyio.current_time()
-        async with client.watch([BATCH_ID], deadline=300.0, **FAST) as watcher:
+        async with client.watch([BATCH_ID], timeout=300.0, **FAST) as watcher:
             events = [e async for e in watcher]
     assert anyio.current_time() - started == pytest.approx(300.0, abs=1.0)
     assert [e.kind for e in events] == [EventKind.ERROR]
@@ -376,7 +376,7 @@ async def test_a_sweep_that_repeats_batches_across_pages_reports_each_change_onc
         server.on("GET", "/analyze/batches", listing)
         for batch_id in ids:
             server.on("GET", _path(batch_id), Reply(200, _body("processing", batch_id)))
-        async with client.watch(ids, strategy="sweep", deadline=30.0, **FAST) as watcher:
+        async with client.watch(ids, strategy="sweep", timeout=30.0, **FAST) as watcher:
             events: list[Event] = [e async for e in watcher]
     seen = [e.batch_id for e in events if e.kind is EventKind.SEEN]
     assert sorted(seen) == ids

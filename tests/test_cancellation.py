@@ -27,7 +27,7 @@ from asyncbatch.testing import FaultRule, Simulator
 pytestmark = pytest.mark.anyio
 
 KEY = "cancel-test-key"
-FAST = {"min_interval": 2.0, "max_interval": 20.0, "seed": 3}
+FAST: dict[str, Any] = {"min_interval": 2.0, "max_interval": 20.0, "seed": 3}
 # Latency on a third of the requests, so that many cancellations land mid-request.
 SLOW = [FaultRule(rate=0.3, kinds=["latency"], latency=4.0), FaultRule(rate=0.2)]
 

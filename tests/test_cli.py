@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from asyncbatch import Batch
-from asyncbatch._cli import run
-from asyncbatch._cli_args import build_parser
+from asyncbatch._cli.args import build_parser
+from asyncbatch._cli.main import run
 from asyncbatch.testing import FaultRule
 from tests.test_cli_support import KEY, MISSING_ID, cli, simulator
 

@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncbatch import AuthenticationError, Batch, Client, Event, EventKind, NotFoundError
-from asyncbatch._cli_board import Board
-from asyncbatch._cli_io import Streams, argv_secrets
-from asyncbatch._cli_render import (
+from asyncbatch._cli.board import Board
+from asyncbatch._cli.io import Streams, argv_secrets
+from asyncbatch._cli.render import (
     duration_text,
     event_json,
     json_line,

@@ -16,8 +16,8 @@ import pytest
 from redis.asyncio import Redis
 
 from asyncbatch import Batch, Event, EventKind
-from asyncbatch._cli import run
-from asyncbatch._cli_board import Board
+from asyncbatch._cli.board import Board
+from asyncbatch._cli.main import run
 from asyncbatch.redis import RedisStore
 from asyncbatch.testing import Simulator
 from tests.test_cli_render import _batch
@@ -188,9 +188,11 @@ async def test_an_unreadable_sqlite_store_is_one_error_line(tmp_path: Path) -> N
     ],
 )
 async def test_replica_options_without_a_redis_replica_are_usage_errors(
-    argv: list[str], says: str, tmp_path: Path
+    argv: list[str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--replica needs a redis:// state; --owner and --lease need --replica: exit 2, one line."""
+    """--replica needs a redis:// state; --owner and --lease need --replica: exit 2, one line,
+    and nothing written (``sqlite:///w.db`` is relative to the working directory)."""
+    monkeypatch.chdir(tmp_path)
     async with simulator() as sim:
         batch_id = sim.create_batch(1)["batch_id"]
         outcome = await cli("watch", *argv, batch_id, base_url=sim.base_url)
@@ -198,7 +200,26 @@ async def test_replica_options_without_a_redis_replica_are_usage_errors(
     assert outcome.status == 2
     assert says in outcome.error_line()
     assert requests == 0
-    assert not (tmp_path / "w.db").exists()
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240 - one listing of a tmp directory
+
+
+async def test_replica_with_a_sqlite_url_creates_no_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``watch --replica --state sqlite:///w.db`` is refused before the store is read, so no
+    ``w.db`` appears in the working directory; without --replica the same URL does create it
+    (the check sees the file a read makes)."""
+    monkeypatch.chdir(tmp_path)
+    async with simulator() as sim:
+        batch_id = sim.create_batch(1)["batch_id"]
+        refused = await cli(
+            "watch", "--replica", "--state", "sqlite:///w.db", batch_id, base_url=sim.base_url
+        )
+        assert refused.status == 2
+        assert not (tmp_path / "w.db").exists()
+        watched = await cli("watch", "--state", "sqlite:///w.db", batch_id, base_url=sim.base_url)
+    assert watched.status == 0
+    assert (tmp_path / "w.db").exists()
 
 
 async def test_state_without_ids_needs_no_id() -> None:

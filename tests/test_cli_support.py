@@ -1,4 +1,4 @@
-"""Helpers for the command-line tests (no tests here): run `asyncbatch._cli.run` with captured
+"""Helpers for the command-line tests (no tests here): run `asyncbatch._cli.main.run` with captured
 streams against an in-process simulator, and check what every command promises."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from asyncbatch._cli import run
+from asyncbatch._cli.main import run
 from asyncbatch.testing import Simulator
 
 KEY = "tl-cli-test-key-5d41402abc4b2a76"

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncbatch._cli import run
-from asyncbatch._cli_render import terminal_text
+from asyncbatch._cli.main import run
+from asyncbatch._cli.render import terminal_text
 from tests._server import BATCH_ID, LIST_BODY, STATUS_BODIES, Reply, connected
 from tests.test_cli_support import KEY, cli
 

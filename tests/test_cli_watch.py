@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from asyncbatch import Batch
-from asyncbatch._cli import run
+from asyncbatch._cli.main import run
 from asyncbatch._events import STATUS_RANK
 from tests.test_cli_support import KEY, MISSING_ID, Outcome, cli, simulator
 

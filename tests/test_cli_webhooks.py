@@ -15,7 +15,7 @@ import anyio
 import msgspec
 import pytest
 
-from asyncbatch._cli import run
+from asyncbatch._cli.main import run
 from asyncbatch.testing import Simulator, SimulatorConfig, serve
 from asyncbatch.webhooks import WebhookEvent, serve_webhooks, sign
 from tests.test_cli_support import KEY, Outcome, cli

@@ -23,6 +23,7 @@ from asyncbatch import (
     Event,
     EventKind,
     NotFoundError,
+    PollPolicy,
     RateLimitError,
     ServerError,
     Strategy,
@@ -38,7 +39,7 @@ from asyncbatch._models import (
     result_decoder,
 )
 from asyncbatch._retry import parse_retry_after
-from asyncbatch._tracker import SWEEP, Action, PollPolicy, Tracker
+from asyncbatch._tracker import SWEEP, Action, Tracker
 from tests._server import CREATE_RESPONSE, LIST_BODY, RESULT_LINES, STATUS_BODIES
 from tests._snapshots import snapshot
 

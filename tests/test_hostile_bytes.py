@@ -39,7 +39,7 @@ from asyncbatch import (
     ServerError,
     WebhookVerificationError,
 )
-from asyncbatch._store import decode_record
+from asyncbatch._stores.memory import decode_record
 from asyncbatch._transport import MAX_BODY_BYTES, MAX_LINE_BYTES, LineSplitter
 from asyncbatch.webhooks import (
     WebhookPayloadError,

@@ -24,9 +24,10 @@ from asyncbatch import (
     Event,
     EventKind,
     MemoryStore,
+    PollPolicy,
 )
 from asyncbatch._events import classify
-from asyncbatch._tracker import VERIFY_INTERVALS, PollPolicy, Strategy, Tracker
+from asyncbatch._tracker import VERIFY_INTERVALS, Strategy, Tracker
 from tests._server import BATCH_ID, COMMON, STATUS_BODIES, Reply, Seen, connected, error
 from tests._snapshots import snapshot
 
@@ -254,7 +255,7 @@ async def test_a_slow_sweep_causes_no_request_storm() -> None:
         server.on("GET", _path(), Reply(body=_body("processing")))
         server.on("GET", _path(OTHER_ID), Reply(body=_body("processing", OTHER_ID)))
         async with client.watch(
-            [BATCH_ID, OTHER_ID], strategy="sweep", deadline=300.0, **FAST
+            [BATCH_ID, OTHER_ID], strategy="sweep", timeout=300.0, **FAST
         ) as watcher:
             _ = [event async for event in watcher]
     gets = len(server.seen("GET", _path())) + len(server.seen("GET", _path(OTHER_ID)))
@@ -384,7 +385,7 @@ async def test_retry_after_zero_or_past_does_not_hammer_the_server(
     async with connected() as (server, client):
         for batch_id in (BATCH_ID, OTHER_ID):
             server.on("GET", _path(batch_id), _timed(error(429, "rate_limited", **headers), times))
-        events = await _events(client, [BATCH_ID, OTHER_ID], deadline=600.0, strategy="per_id")
+        events = await _events(client, [BATCH_ID, OTHER_ID], timeout=600.0, strategy="per_id")
     assert {e.kind for e in events} == {EventKind.ERROR}  # the deadline, nothing else
     per_minute = Counter(int(t // 60) for t in times)
     assert max(per_minute.values()) <= 2 * 60 / FAST["min_interval"], per_minute

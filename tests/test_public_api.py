@@ -10,6 +10,9 @@ import msgspec
 import pytest
 
 import asyncbatch
+import asyncbatch.redis
+import asyncbatch.testing
+import asyncbatch.webhooks
 
 # Every name design section 3 (and the model list of section 2) puts on the package.
 DESIGN_NAMES = [
@@ -168,3 +171,52 @@ def test_every_exported_struct_compiles_for_msgspec(struct: type[msgspec.Struct]
 def test_structs_were_found() -> None:
     """The struct walk above is not empty."""
     assert {"Batch", "CreateBatchRequest", "ResultItem"} <= {c.__name__ for c in STRUCTS}
+
+
+PUBLIC_MODULES = [asyncbatch, asyncbatch.testing, asyncbatch.webhooks, asyncbatch.redis]
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    kind = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+    return kind, name
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
+def test_each_public_module_has_a_sorted_complete_all(module: types.ModuleType) -> None:
+    """Each public module's __all__ is sorted (constants, classes, functions, as ruff keeps it),
+    names what it has, and lists its public classes."""
+    assert list(module.__all__) == sorted(set(module.__all__), key=_isort_key)
+    assert [name for name in module.__all__ if not hasattr(module, name)] == []
+    elsewhere = {n for m in PUBLIC_MODULES if m is not module for n in m.__all__}
+    classes = {n for n, v in vars(module).items() if not n.startswith("_") and inspect.isclass(v)}
+    ours = {n for n in classes if vars(module)[n].__module__.startswith("asyncbatch")}
+    assert ours - set(module.__all__) - elsewhere == set()
+
+
+def _public_classes() -> list[type]:
+    return [
+        value
+        for module in PUBLIC_MODULES
+        for name in module.__all__
+        if inspect.isclass(value := getattr(module, name))
+        and value.__module__.startswith("asyncbatch")
+        and not issubclass(value, BaseException)
+    ]
+
+
+def test_public_signatures_of_every_public_module_use_exported_classes() -> None:
+    """Every asyncbatch class that a public method of a public class of any public module (or
+    the `Watcher` constructor) takes or returns is exported by one of them."""
+    exported = {getattr(m, n) for m in PUBLIC_MODULES for n in m.__all__}
+    namespace = {n: getattr(m, n) for m in PUBLIC_MODULES for n in m.__all__}
+    used: set[type] = set()
+    for owner in _public_classes():
+        for name, member in vars(owner).items():
+            constructor = owner is asyncbatch.Watcher and name == "__init__"
+            public = not name.startswith("_") or constructor
+            if public and inspect.isfunction(member):
+                hints = typing.get_type_hints(member, localns=namespace).values()
+                used |= {c for hint in hints for c in _classes_in(hint)}
+    ours = {c for c in used if getattr(c, "__module__", "").startswith("asyncbatch")}
+    assert {asyncbatch.WatchOptions, asyncbatch.PollPolicy, asyncbatch.BatchSource} <= ours
+    assert {c.__qualname__ for c in ours - exported} == set()

@@ -16,7 +16,7 @@ from typing import cast
 import pytest
 from redis import Redis
 
-from asyncbatch._store import decode_record
+from asyncbatch._stores.memory import decode_record
 from tests._redis_server import stop
 from tests.replica_worker import (
     RunningClock,

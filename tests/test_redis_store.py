@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from asyncbatch import Client, EventKind, StoredBatch
-from asyncbatch._state_url import open_state
+from asyncbatch._stores.url import open_state
 from asyncbatch.redis import RedisStore, progress
 from asyncbatch.testing import Simulator
 from benchmarks import store_overhead

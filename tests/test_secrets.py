@@ -71,7 +71,12 @@ async def test_a_faulted_watch_leaks_no_key(caplog: pytest.LogCaptureFixture) ->
     ):
         ids = [sim.create_batch(3)["batch_id"] for _ in range(8)] + [MISSING]
         events: list[Event] = []
-        options = {"min_interval": 2.0, "max_failures": 3, "max_decode_failures": 1, "seed": 1}
+        options: dict[str, Any] = {
+            "min_interval": 2.0,
+            "max_failures": 3,
+            "max_decode_failures": 1,
+            "seed": 1,
+        }
         async with client.watch(ids, strategy="per_id", **options) as watcher:
             texts = [repr(watcher), str(watcher)]
             async for event in watcher:

@@ -55,9 +55,9 @@ async def test_budget_bounds_requests_when_polling_wants_more() -> None:
     async with _simulated(item_seconds=10_000.0) as (sim, client):
         ids = [sim.create_batch(2)["batch_id"] for _ in range(30)]
         started = anyio.current_time()
-        options = {"min_interval": 1.0, "max_interval": 1.0, "strategy": "per_id"}
+        options: dict[str, Any] = {"min_interval": 1.0, "max_interval": 1.0, "strategy": "per_id"}
         async with client.watch(
-            ids, requests_per_second=2.0, burst=4.0, deadline=100.0, **options
+            ids, requests_per_second=2.0, burst=4.0, timeout=100.0, **options
         ) as watcher:
             async for _ in watcher:
                 pass
@@ -78,7 +78,7 @@ async def test_budget_counts_every_page_of_a_sweep() -> None:
             max_interval=1.0,
             requests_per_second=0.5,
             burst=1.0,
-            deadline=200.0,
+            timeout=200.0,
         ) as watcher:
             async for _ in watcher:
                 pass

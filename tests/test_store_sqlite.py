@@ -20,8 +20,8 @@ from asyncbatch import (
     StateStoreError,
     StoredBatch,
 )
-from asyncbatch._state_url import open_state
-from asyncbatch._store_sqlite import SQLiteStore
+from asyncbatch._stores.sqlite import SQLiteStore
+from asyncbatch._stores.url import open_state
 from asyncbatch.testing import Simulator
 
 pytestmark = pytest.mark.anyio

@@ -16,12 +16,14 @@ from asyncbatch import (
     Event,
     EventKind,
     NotFoundError,
+    PollPolicy,
     RateLimitError,
     ServerError,
+    StoredBatch,
     WaitTimeoutError,
 )
 from asyncbatch._events import classify, is_stale
-from asyncbatch._tracker import SWEEP, PollPolicy, Strategy, Tracker
+from asyncbatch._tracker import SWEEP, Strategy, Tracker
 from tests._snapshots import snapshot
 
 A = "a" * 24
@@ -500,3 +502,58 @@ def test_refresh_during_a_sweep_in_flight_sweeps_again() -> None:
     t.refresh(1.0)
     t.swept([snapshot("pending", batch_id=b, queued=1) for b in (A, B)], 1, 2.0)
     assert t.due(2.0) == [SWEEP]
+
+
+def test_a_lease_round_adopts_the_stores_unfinished_batches_and_closes_ones_ended_elsewhere() -> (
+    None
+):
+    """`leases_wanted` with ``resume`` watches what the store holds unfinished; a batch another
+    replica ended (acknowledged final) while this one did not hold it closes without an event,
+    and the IDs to claim are the open ones, then those held."""
+    t = tracker()
+    t.add(A, 0.0)
+    t.add(B, 0.0)
+    records = {
+        A: StoredBatch(batch_id=A, snapshot=snapshot("completed", batch_id=A, ready=1), final=True),
+        C: StoredBatch(batch_id=C, snapshot=snapshot("processing", batch_id=C, queued=1)),
+    }
+    wanted = t.leases_wanted(records, held={B}, now=5.0, resume=True)
+    assert wanted == [B, C]
+    closed = t.state(A)
+    assert closed is not None
+    assert closed.final
+    assert t.open_count == 2
+    adopted = t.state(C)
+    assert adopted is not None
+    assert adopted.last == records[C].snapshot
+
+
+def test_a_lease_round_keeps_a_held_batch_that_the_store_calls_ended() -> None:
+    """A batch this replica holds is its own to end: a final record does not close it here."""
+    t = tracker()
+    t.add(A, 0.0)
+    records = {A: StoredBatch(batch_id=A, snapshot=None, final=True)}
+    assert t.leases_wanted(records, held={A}, now=1.0, resume=False) == [A]
+    assert t.open_count == 1
+
+
+def test_a_batch_taken_over_continues_from_the_stores_view_and_is_polled_now() -> None:
+    """`leases_taken` resets a newly held batch to the store's acknowledged snapshot, due now;
+    one the store has ended is closed, and one the store does not know is left as it was."""
+    t = tracker()
+    for batch_id in (A, B, C):
+        t.add(batch_id, 0.0)
+    kept = snapshot("processing", batch_id=A, queued=1, ready=1)
+    records = {
+        A: StoredBatch(batch_id=A, snapshot=kept),
+        B: StoredBatch(batch_id=B, snapshot=snapshot("completed", batch_id=B), final=True),
+    }
+    t.leases_taken({A, B, C}, records, now=7.0)
+    taken, ended, unknown = t.state(A), t.state(B), t.state(C)
+    assert taken is not None
+    assert ended is not None
+    assert unknown is not None
+    assert (taken.last, taken.final, taken.next_poll_at) == (kept, False, 7.0)
+    assert ended.final
+    assert unknown.last is None
+    assert A in t.due(7.0)

@@ -34,7 +34,7 @@ from tests._snapshots import snapshot
 pytestmark = pytest.mark.anyio
 
 KEY = "sim-key"
-FAST = {"min_interval": 2.0, "max_interval": 20.0, "seed": 3}
+FAST: dict[str, Any] = {"min_interval": 2.0, "max_interval": 20.0, "seed": 3}
 
 
 @asynccontextmanager
@@ -186,7 +186,12 @@ async def test_slow_consumer_bounds_memory(strategy: str, bound: int) -> None:
     async with running(item_seconds=5.0) as (sim, client):
         ids = [sim.create_batch(8)["batch_id"] for _ in range(30)]
         peak = 0
-        options = {**FAST, "buffer_size": 2, "max_concurrency": 4, "strategy": strategy}
+        options: dict[str, Any] = {
+            **FAST,
+            "buffer_size": 2,
+            "max_concurrency": 4,
+            "strategy": strategy,
+        }
         async with client.watch(ids, **options) as watcher:
             async for _ in watcher:
                 peak = max(peak, watcher.statistics().buffered)
@@ -200,7 +205,7 @@ async def test_deadline_errors_open_batches_then_ends() -> None:
     async with running(item_seconds=10_000.0) as (sim, client):
         ids = [sim.create_batch(2)["batch_id"] for _ in range(3)]
         started = anyio.current_time()
-        async with client.watch(ids, deadline=120.0, stop_when_done=False, **FAST) as watcher:
+        async with client.watch(ids, timeout=120.0, stop_when_done=False, **FAST) as watcher:
             events = await collect(watcher)
         assert anyio.current_time() - started == pytest.approx(120.0, abs=1.0)
         finals = [e for e in events if e.is_final]
@@ -231,7 +236,7 @@ async def test_high_fault_rate_still_ends_every_batch_correctly(strategy: str) -
     """Under 40% injected faults of every kind, each batch ends once and matches the server."""
     async with running(fault_rate=0.4, item_seconds=20.0, item_failure_rate=0.1) as (sim, client):
         ids = [sim.create_batch(4)["batch_id"] for _ in range(12)]
-        options = {**FAST, "max_decode_failures": 20, "strategy": strategy}
+        options: dict[str, Any] = {**FAST, "max_decode_failures": 20, "strategy": strategy}
         async with client.watch(ids, **options) as watcher:
             events = await collect(watcher)
         assert_invariants(events, sim)

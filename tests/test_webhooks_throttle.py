@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from asyncbatch._webhook_throttle import RefreshThrottle
+from asyncbatch._webhooks.throttle import RefreshThrottle
 
 pytestmark = pytest.mark.anyio
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from ._events import Event
-from ._models import Batch, ResultItem
+from .._events import Event
+from .._models import Batch, ResultItem
 
 _encoder = msgspec.json.Encoder()
 

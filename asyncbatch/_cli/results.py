@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from ._cli_io import CommandError, Streams
-from ._cli_render import result_line
-from ._client import Client
-from ._errors import DecodeError
-from ._models import Batch
+from .._client import Client
+from .._errors import DecodeError
+from .._models import Batch
+from .io import CommandError, Streams
+from .render import result_line
 
 PROGRESS_MIN_ITEMS = 100
 """Results of at least this many items show a running count on a terminal's stderr."""

@@ -14,14 +14,14 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from ._cli_board import Board, Row
-from ._cli_io import CommandError, Streams
-from ._cli_view import make_view
-from ._cli_watch import follow
-from ._client import Client
-from ._errors import ConflictError
-from ._events import Event, EventKind
-from .testing import ScaledClock, Simulator, SimulatorConfig, loop_clock, serve
+from .._client import Client
+from .._errors import ConflictError
+from .._events import Event, EventKind
+from ..testing import ScaledClock, Simulator, SimulatorConfig, loop_clock, serve
+from .board import Board, Row
+from .io import CommandError, Streams
+from .view import make_view
+from .watch import follow
 
 DEMO_BATCHES: tuple[tuple[str, int, float], ...] = (
     ("trailers", 4, 0.0),

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
-from ._cli_io import PROG
-from ._models import BatchStatus
-from ._version import __version__
+from .._models import BatchStatus
+from .._version import __version__
+from .io import PROG
 
 
 class UsageError(Exception):

@@ -8,7 +8,7 @@ line on stderr and an exit status (see the ``--help`` epilog); only bugs give
 tracebacks. The API key and webhook secrets are never written anywhere:
 every line on stderr is scrubbed of them, whatever its source. The
 ``asyncbatch`` loggers' warnings become such lines too, or, under a live
-view, lines above its table (`_cli_logs`).
+view, lines above its table (`logs`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,8 @@ from typing import TextIO
 
 import anyio
 
-from ._cli_args import HelpShown, UsageError, parse
-from ._cli_board import EXIT_FAILED, EXIT_USAGE
-from ._cli_io import CommandError, Streams, argv_secrets
-from ._cli_logs import relay_logs
-from ._cli_webhooks import SECRET_ENV_VAR, webhook_secret, webhook_verify_command
-from ._client import API_KEY_ENV_VARS, BASE_URL_ENV_VAR, DEFAULT_BASE_URL, Client, check_batch_id
-from ._errors import (
+from .._client import API_KEY_ENV_VARS, BASE_URL_ENV_VAR, DEFAULT_BASE_URL, Client
+from .._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -42,6 +37,12 @@ from ._errors import (
     PermissionDeniedError,
     RateLimitError,
 )
+from .._models import check_batch_id
+from .args import HelpShown, UsageError, parse
+from .board import EXIT_FAILED, EXIT_USAGE
+from .io import CommandError, Streams, argv_secrets
+from .logs import relay_logs
+from .webhooks import SECRET_ENV_VAR, webhook_secret, webhook_verify_command
 
 EXIT_INTERRUPTED = 130
 
@@ -108,7 +109,7 @@ def main() -> None:
 
 async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str, str]) -> int:
     if args.command == "demo":
-        from ._cli_demo import demo_command  # noqa: PLC0415 - the simulator loads only here
+        from .demo import demo_command  # noqa: PLC0415 - the simulator loads only here
 
         return await demo_command(args, streams)
     if args.command == "webhook-verify":  # offline: no API key, no client
@@ -117,7 +118,7 @@ async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str
     if not api_key:
         raise CommandError("no API key: pass --api-key KEY or set $TWELVELABS_API_KEY", EXIT_USAGE)
     if args.command == "simulate":
-        from ._cli_demo import simulate_command  # noqa: PLC0415 - the simulator loads only here
+        from .demo import simulate_command  # noqa: PLC0415 - the simulator loads only here
 
         if args.webhook_url:
             args.webhook_secret = webhook_secret(args.webhook_secret, env, "simulate")
@@ -136,15 +137,15 @@ async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str
 
 
 def _commands() -> dict[str, Command]:
-    from ._cli_commands import (  # noqa: PLC0415 - import what the command needs, when it runs
+    from .commands import (  # noqa: PLC0415 - import what the command needs, when it runs
         cancel_command,
         create_command,
         delete_command,
         list_command,
         status_command,
     )
-    from ._cli_results import results_command  # noqa: PLC0415
-    from ._cli_watch import watch_command  # noqa: PLC0415
+    from .results import results_command  # noqa: PLC0415
+    from .watch import watch_command  # noqa: PLC0415
 
     return {
         "status": status_command,

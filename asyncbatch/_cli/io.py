@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from ._cli_render import terminal_text
-from ._redact import scrub_secrets
+from .._redact import scrub_secrets
+from .render import terminal_text
 
 PROG = "asyncbatch"
 

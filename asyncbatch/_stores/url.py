@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from ._coordination import Leases, RequestGate
-from ._store import MemoryStore, StateStore
-from ._store_sqlite import SQLiteStore
+from anyio.abc import AsyncResource
+
+from .._coordination import Leases, RequestGate
+from .memory import MemoryStore, StateStore
+from .sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -34,7 +35,7 @@ _FORMS = "memory://, sqlite:///PATH or redis://HOST:PORT/DB"
 
 
 @dataclass
-class OpenedState:
+class OpenedState(AsyncResource):
     """What a ``--state`` URL opened. ``gate`` and ``leases`` are None unless it is shared (Redis).
 
     Close it (``async with`` or `aclose`) to release the store and its connection.
@@ -52,17 +53,6 @@ class OpenedState:
         finally:
             if self._client is not None:
                 await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def open_state(url: str) -> OpenedState:
@@ -98,7 +88,7 @@ def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> Op
     try:
         from redis.asyncio import Redis  # noqa: PLC0415 - the redis extra is optional
 
-        from .redis import DEFAULT_PREFIX, RedisGate, RedisLeases, RedisStore  # noqa: PLC0415
+        from ..redis import DEFAULT_PREFIX, RedisGate, RedisLeases, RedisStore  # noqa: PLC0415
     except ImportError as exc:
         raise ValueError(
             "a redis:// state needs the redis extra: pip install 'asyncbatch[redis]'"

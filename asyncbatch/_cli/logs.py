@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from ._cli_io import PROG, Streams
-from ._cli_render import terminal_text
+from .io import PROG, Streams
+from .render import terminal_text
 
 LOGGER_NAME = "asyncbatch"
 

@@ -33,11 +33,11 @@ from typing import Final, Protocol
 
 from aiohttp import web
 
-from ._errors import WebhookVerificationError
-from ._transport import MAX_BODY_BYTES
-from ._webhook_event import REFRESH_ALL, WebhookEvent, WebhookPayloadError, refresh_targets
-from ._webhook_signature import DEFAULT_TOLERANCE, SIGNATURE_HEADER, Secrets, secret_keys, verify
-from ._webhook_throttle import RefreshThrottle
+from .._errors import WebhookVerificationError
+from .._transport import MAX_BODY_BYTES
+from .event import REFRESH_ALL, WebhookEvent, WebhookPayloadError, refresh_targets
+from .signature import DEFAULT_TOLERANCE, SIGNATURE_HEADER, Secrets, secret_keys, verify
+from .throttle import RefreshThrottle
 
 logger = logging.getLogger("asyncbatch.webhooks")
 

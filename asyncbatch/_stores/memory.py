@@ -24,8 +24,8 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from ._events import is_stale
-from ._models import Batch, decode_body
+from .._events import is_stale
+from .._models import Batch, decode_body
 
 
 class StoredBatch(msgspec.Struct, frozen=True, kw_only=True):

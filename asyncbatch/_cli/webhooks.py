@@ -18,10 +18,10 @@ from typing import Final
 
 import msgspec
 
-from ._cli_io import CommandError, Streams
-from ._cli_render import json_text
-from ._errors import WebhookVerificationError
-from .webhooks import WebhookServer, serve_webhooks, verify
+from .._errors import WebhookVerificationError
+from ..webhooks import WebhookServer, serve_webhooks, verify
+from .io import CommandError, Streams
+from .render import json_text
 
 SECRET_ENV_VAR: Final = "TWELVELABS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
 WEBHOOK_INTERVAL: Final = 30.0

@@ -12,13 +12,13 @@ import argparse
 from contextlib import aclosing
 from typing import Any
 
-from ._cli_create import load_create_body
-from ._cli_io import Streams
-from ._cli_render import batch_json, batch_line, json_text, struct_json, terminal_text
-from ._cli_view import make_view
-from ._cli_watch import follow, report_exit, watch_options
-from ._client import Client
-from ._errors import NotFoundError
+from .._client import Client
+from .._errors import NotFoundError
+from .create import load_create_body
+from .io import Streams
+from .render import batch_json, batch_line, json_text, struct_json, terminal_text
+from .view import make_view
+from .watch import follow, report_exit, watch_options
 
 
 async def status_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._cli_render import counts_text, duration_text, error_text, outcome_text
-from ._errors import AuthenticationError, PermissionDeniedError
-from ._events import Event, EventKind
-from ._models import Batch
-from ._store import StoredBatch
+from .._errors import AuthenticationError, PermissionDeniedError
+from .._events import Event, EventKind
+from .._models import Batch
+from .._stores.memory import StoredBatch
+from .render import counts_text, duration_text, error_text, outcome_text
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -10,7 +10,7 @@ replica's ``leases`` (``--owner``/``--lease``) and ``stop_when_done=False``:
 a replica keeps running, taking over batches as others stop, until
 ``--deadline`` or Ctrl-C.
 
-Acknowledgement itself is `_cli_watch`'s: an event is acknowledged once the
+Acknowledgement itself is `watch`'s: an event is acknowledged once the
 view has written (and flushed) it.
 """
 
@@ -24,11 +24,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._cli_board import EXIT_FAILED, EXIT_USAGE
-from ._cli_io import CommandError
-from ._errors import StateStoreError
-from ._state_url import OpenedState, _shown, open_state
-from ._store import StoredBatch
+from .._errors import StateStoreError
+from .._stores.memory import StoredBatch
+from .._stores.url import OpenedState, _shown, open_state
+from .board import EXIT_FAILED, EXIT_USAGE
+from .io import CommandError
 
 DEFAULT_LEASE_SECONDS = 15.0
 
@@ -72,11 +72,12 @@ async def watch_state(args: argparse.Namespace) -> AsyncIterator[WatchState | No
         raise CommandError(f"watch: --state: {exc}", EXIT_USAGE) from None
     async with opened:
         shown = _shown(args.state)
-        state = WatchState(shown, await _records(opened, shown))
-        state.options = {"state": opened.store, "resume": True}
-        if args.replica:
-            state.owner = args.owner or default_owner()
-            state.options.update(_replica_options(opened, args, state.owner, shown))
+        owner = args.owner or default_owner() if args.replica else None
+        # Refuse a store that cannot serve replicas before reading it: reading a
+        # SQLite store creates its file.
+        replica = _replica_options(opened, args, owner, shown) if owner is not None else {}
+        state = WatchState(shown, await _records(opened, shown), owner=owner)
+        state.options = {"state": opened.store, "resume": True, **replica}
         yield state
 
 

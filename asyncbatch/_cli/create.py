@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from ._cli_io import CommandError
+from .io import CommandError
 
 _BODY_KEYS = ("defaults", "model_name", "analysis_mode")
 _BOM = "\ufeff"

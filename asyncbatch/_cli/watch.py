@@ -5,8 +5,8 @@ each event into a `Board` and the chosen view, redraws a live view a few
 times a second in between, calls an optional hook per event (the demo cancels
 a batch from it), and shows the summary at the end, also when interrupted.
 With ``--webhook-port``, ``watch`` runs a webhook endpoint around it and
-attaches the watcher to it (`_cli_webhooks`); with ``--state`` it watches with
-a durable store, and with ``--replica`` as one of a fleet (`_cli_state`).
+attaches the watcher to it (`webhooks`); with ``--state`` it watches with
+a durable store, and with ``--replica`` as one of a fleet (`state`).
 
 Every event is acknowledged only after the view wrote it (JSON Lines and plain
 lines are flushed by then), so with a store a crash or a closed pipe loses
@@ -22,16 +22,16 @@ from typing import Any
 
 import anyio
 
-from ._cli_board import Board, Row
-from ._cli_io import CommandError, Streams
-from ._cli_logs import divert_logs
-from ._cli_state import WatchState, watch_state
-from ._cli_view import REFRESH_SECONDS, View, make_view
-from ._cli_webhooks import WEBHOOK_INTERVAL, WEBHOOK_MAX_INTERVAL, webhook_endpoint
-from ._client import Client
-from ._events import Event, EventKind
-from ._models import ACTIVE_STATUSES
-from ._watcher import Watcher
+from .._client import Client
+from .._events import Event, EventKind
+from .._models import ACTIVE_STATUSES
+from .._watcher import Watcher
+from .board import Board, Row
+from .io import CommandError, Streams
+from .logs import divert_logs
+from .state import WatchState, watch_state
+from .view import REFRESH_SECONDS, View, make_view
+from .webhooks import WEBHOOK_INTERVAL, WEBHOOK_MAX_INTERVAL, webhook_endpoint
 
 EventHook = Callable[[Event, Row], Awaitable[None]]
 
@@ -41,7 +41,7 @@ def watch_options(args: argparse.Namespace) -> dict[str, Any]:
 
     With webhooks on, the intervals not given default to the safety net's.
     ``--rate`` is this watcher's own budget unless ``--replica`` gives it to
-    the fleet's gate (`_cli_state`).
+    the fleet's gate (`state`).
     """
     webhooks = getattr(args, "webhook_port", None) is not None
     interval = args.interval or (WEBHOOK_INTERVAL if webhooks else 5.0)
@@ -49,7 +49,7 @@ def watch_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {
         "min_interval": min(interval, max_interval),
         "max_interval": max_interval,
-        "deadline": args.deadline,
+        "timeout": args.deadline,
         "max_concurrency": args.concurrency,
         "max_failures": args.max_failures,
     }

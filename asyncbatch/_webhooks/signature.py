@@ -23,9 +23,9 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
-from ._errors import WebhookVerificationError
-from ._transport import MAX_BODY_BYTES
-from ._webhook_event import WebhookEvent, decode_event
+from .._errors import WebhookVerificationError
+from .._transport import MAX_BODY_BYTES
+from .event import WebhookEvent, decode_event
 
 SIGNATURE_HEADER: Final = "TL-Signature"
 DEFAULT_TOLERANCE: Final = 300.0

@@ -20,8 +20,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ._errors import DecodeError, WebhookVerificationError
-from ._models import BATCH_ID_PATTERN, AwareDatetime
+from .._errors import DecodeError, WebhookVerificationError
+from .._models import BATCH_ID_PATTERN, AwareDatetime
 
 TASK_EVENT_PREFIX: Final = "analyze.task."
 """Events about one analysis task; each batch item is one such task."""

@@ -22,14 +22,14 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Literal, Self, TypeVar
 
 import anyio
 import anyio.to_thread
+from anyio.abc import AsyncResource
 
-from ._errors import StateStoreError
-from ._store import StoredBatch, decode_record, encode_record
+from .._errors import StateStoreError
+from .memory import StoredBatch, decode_record, encode_record
 
 _T = TypeVar("_T")
 
@@ -42,7 +42,7 @@ _BUSY_TIMEOUT_MS: Final = 10_000  # another process holding the write lock: wait
 Synchronous = Literal["FULL", "NORMAL"]
 
 
-class SQLiteStore:
+class SQLiteStore(AsyncResource):
     """A `StateStore` in a SQLite database file (created if missing).
 
     Args:
@@ -67,14 +67,6 @@ class SQLiteStore:
     async def __aenter__(self) -> Self:
         await self._call(lambda _: None)  # open now, so a bad path fails here
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def load(self) -> list[StoredBatch]:
         rows = await self._call(

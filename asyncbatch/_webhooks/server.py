@@ -10,15 +10,15 @@ from dataclasses import dataclass
 import anyio
 from aiohttp import web
 
-from ._webhook_event import WebhookEvent
-from ._webhook_receiver import (
+from .event import WebhookEvent
+from .receiver import (
     DEFAULT_COALESCE,
     DEFAULT_MAX_BODY,
     DEFAULT_PATH,
     Refreshable,
     WebhookReceiver,
 )
-from ._webhook_signature import DEFAULT_TOLERANCE, Secrets
+from .signature import DEFAULT_TOLERANCE, Secrets
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from ._cli_board import Board, Row
-from ._cli_render import (
+from .._events import Event
+from .board import Board, Row
+from .render import (
     counts_text,
     duration_text,
     event_json,
@@ -23,7 +24,6 @@ from ._cli_render import (
     terminal_text,
     text_bar,
 )
-from ._events import Event
 
 if TYPE_CHECKING:
     from rich.console import Console, JustifyMethod, RenderableType
