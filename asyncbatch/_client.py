@@ -10,6 +10,8 @@ Each accepts ``timeout`` (seconds for the whole call, retries included) and
 from __future__ import annotations
 
 import os
+import warnings
+import weakref
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -19,7 +21,13 @@ import aiohttp
 import anyio
 import msgspec
 
-from ._errors import ConfigurationError, DecodeError, InvalidBatchIdError, InvalidRequestError
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    DecodeError,
+    InvalidBatchIdError,
+    InvalidRequestError,
+)
 from ._models import (
     BATCH_ID_PATTERN,
     Batch,
@@ -116,6 +124,19 @@ class Client:
         )
         self.batches = Batches(self._transport, self)
 
+    def __del__(self, _warnings: Any = warnings) -> None:
+        # Collected without `close()`: say so in our words (aiohttp would print two
+        # "Unclosed ..." reports through the event loop's exception handler instead).
+        transport = getattr(self, "_transport", None)  # None if __init__ raised
+        if transport is not None and transport.abandon():
+            _warnings.warn(
+                "an asyncbatch.Client was never closed: use `async with Client() as client:` "
+                "or `await client.aclose()`",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
     def __repr__(self) -> str:
         return f"<asyncbatch.Client base_url={self._transport.base_url!r}>"
 
@@ -163,7 +184,16 @@ class Batches:
 
     def __init__(self, transport: Transport, client: Client) -> None:
         self._transport = transport
-        self._client = client
+        # A weak reference: no cycle, so a client dropped unclosed is finalized at once,
+        # while its session is still open, and `Client.__del__` can close it quietly.
+        self._client_ref = weakref.ref(client)
+
+    @property
+    def _client(self) -> Client:
+        client = self._client_ref()
+        if client is None:
+            raise ClientClosedError("the client of these batches was dropped")
+        return client
 
     def __repr__(self) -> str:
         return f"<asyncbatch.Batches base_url={self._transport.base_url!r}>"
