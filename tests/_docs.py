@@ -159,11 +159,12 @@ class Session:
         with contextlib.chdir(self.workdir):
             self.status = await run(words, out, out, stdin=io.StringIO(), env=self.env)
         text = out.getvalue()
+        if pipe:
+            self.status = 0  # a pipeline's status is its last command's
         if pipe[:1] in (["head"], ["tail"]):
             lines = text.splitlines(keepends=True)
             count = int(pipe[1][1:])
             text = "".join(lines[:count] if pipe[0] == "head" else lines[-count:])
-            self.status = 0  # the pipeline's status is head's or tail's
         return text
 
 
