@@ -9,10 +9,13 @@ A fenced block's language says what it is:
   guard is not nested in this loop). Whatever it prints must match the next block when that
   one is marked ``<!-- docs: output -->`` (``...`` matches anything, as in doctest).
 - ``console``: ``$ `` lines are commands, the lines under each are its output (stdout
-  and stderr), matched the same way. Commands run in-process on this loop: ``asyncbatch``
-  (``| head -N``, ``| tail -N`` and ``| cat`` allowed), ``export``, ``echo $?`` and ``head -N FILE``;
+  and stderr), matched the same way. Commands run in-process on this loop:
+  ``asyncbatch`` (``| head -N``, ``| tail -N`` and ``| cat`` allowed), ``export``,
+  ``echo $?`` and ``head -N FILE``;
   ``asyncbatch simulate ... &`` starts a fresh simulator with its options for the rest
   of the block.
+  A service that runs until Ctrl-C is marked ``<!-- docs: stop-after: SECONDS -->`` and is
+  cancelled after that many (virtual) seconds.
 - ``text`` and ``json``: not code (diagrams, trees, example payloads); ``json`` must parse.
 - anything else, a shell block included, must be marked ``<!-- docs: skip: REASON -->``.
 
@@ -36,14 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from asyncbatch._cli import run
 from asyncbatch._cli_args import parse
 from asyncbatch.testing import Simulator
 
 FENCE = re.compile(r"^```(\S*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
-DIRECTIVE = re.compile(r"<!-- docs: (\w+)(?::\s*(.*?))? -->\s*$")
+DIRECTIVE = re.compile(r"<!-- docs: ([\w-]+)(?::\s*(.*?))? -->\s*$")
 SESSION_KEY = "docs-key"
-WEBHOOK_SECRET = "docs-webhook-secret"  # noqa: S105 - a made-up secret for the examples
+WEBHOOK_SECRET = "docs-webhook-secret"
 
 
 @dataclass(frozen=True)
@@ -102,13 +107,21 @@ class Session:
         program = 'if __name__ == "__main__":' in block.code
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         code = compile(block.code, f"<docs line {block.line}>", "exec", flags=flags)
-        with contextlib.redirect_stdout(out), _environ(self.env):
+        with contextlib.redirect_stdout(out), _environ(self.env), contextlib.chdir(self.workdir):
             result = eval(code, self.namespace)  # noqa: S307 - the docs' own examples
             if result is not None:
                 await result
             if program:
-                await self.namespace["main"]()
+                await self._main(block)
         self.printed = out.getvalue()
+
+    async def _main(self, block: Block) -> None:
+        """Await the program's ``main()``; a service (``stop-after: S``) is stopped after S s."""
+        if block.directive != "stop-after":
+            await self.namespace["main"]()
+            return
+        with anyio.move_on_after(float(block.reason or 0)):
+            await self.namespace["main"]()
 
     async def console(self, block: Block) -> list[tuple[str, str, str]]:
         """Run each command; returns (command, expected, got) for every one."""
