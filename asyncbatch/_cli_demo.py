@@ -42,7 +42,7 @@ ITEM_SECONDS = 20.0
 _REAL_API_HINT = """\
 To do the same against the real API:
   export TWELVELABS_API_KEY=...        # your key; asyncbatch never prints it
-  asyncbatch create requests.jsonl --prompt "Summarise the video." --watch
+  asyncbatch create examples/requests.jsonl --prompt "Summarise it." --watch
   asyncbatch watch --all-active        # or: asyncbatch watch ID ID ...
   asyncbatch results ID -o results.jsonl"""
 
