@@ -10,6 +10,7 @@ Each accepts ``timeout`` (seconds for the whole call, retries included) and
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
@@ -19,7 +20,11 @@ import anyio
 import msgspec
 from anyio.abc import AsyncResource
 
-from ._errors import ConfigurationError, DecodeError, InvalidRequestError
+from ._errors import (
+    ConfigurationError,
+    DecodeError,
+    InvalidRequestError,
+)
 from ._models import (
     BATCH_ID_PATTERN,
     Batch,
@@ -91,6 +96,19 @@ class Client(AsyncResource):
             session=session,
         )
         self.batches = Batches(self._transport)
+
+    def __del__(self, _warnings: Any = warnings) -> None:
+        # Collected without `close()`: say so in our words (aiohttp would print two
+        # "Unclosed ..." reports through the event loop's exception handler instead).
+        transport = getattr(self, "_transport", None)  # None if __init__ raised
+        if transport is not None and transport.abandon():
+            _warnings.warn(
+                "an asyncbatch.Client was never closed: use `async with Client() as client:` "
+                "or `await client.aclose()`",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
 
     def __repr__(self) -> str:
         return f"<asyncbatch.Client base_url={self._transport.base_url!r}>"

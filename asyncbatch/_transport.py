@@ -185,6 +185,23 @@ class Transport:
         if session is not None and self._owns_session:
             await session.close()
 
+    def abandon(self) -> bool:
+        """Drop an owned session left open, without awaiting (the client is being collected).
+
+        Closes its pooled connections at once instead of leaving aiohttp to print its
+        unclosed-session warnings; the caller warns in its own words. True when one was open.
+        """
+        self._closed = True
+        session, self._session = self._session, None
+        if session is None or not self._owns_session or session.closed:
+            return False
+        connector = session.connector
+        session.detach()  # the session now counts as closed: aiohttp has nothing to warn of
+        if connector is not None:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                connector._close(abort_ssl=True)
+        return True
+
     def _client_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("this client is closed")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Unpack
 
-from ._events import EventKind
+from ._errors import WaitTimeoutError
+from ._events import Event, EventKind
 from ._models import Batch
 from ._watcher import BatchReader, Watcher, WatchOptions
 
@@ -42,6 +43,16 @@ async def wait_for_batch(
         async for event in watcher:
             if event.kind is EventKind.DONE and event.batch is not None:
                 return event.batch
+            if isinstance(event.error, WaitTimeoutError):
+                raise _timed_out(batch_id, event, options.get("timeout")) from None
             if event.error is not None:
                 raise event.error
     raise AssertionError("a watched batch always ends with a final event")  # pragma: no cover
+
+
+def _timed_out(batch_id: str, event: Event, timeout: float | None) -> WaitTimeoutError:
+    """The timeout, naming the batch, how far it got and why polling failed, if it did."""
+    seen = "never answered" if event.batch is None else f"still {event.batch.status}"
+    text = f"batch {batch_id} did not end within timeout={timeout:g} s ({seen})"
+    cause = str(event.error).partition("; the last failed request: ")[2]
+    return WaitTimeoutError(text + (f"; the last failed request: {cause}" if cause else ""))

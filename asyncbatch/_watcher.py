@@ -202,6 +202,8 @@ class WatcherStatistics:
     """Loop time until which polling is paused by a 429, or None."""
     sweeping: bool
     """Whether the watcher currently refreshes by list sweep."""
+    last_failure: AsyncBatchError | None = None
+    """The most recent request failure that was retried (or paused polling), or None."""
 
 
 class Watcher:
@@ -327,6 +329,7 @@ class Watcher:
         self._crash: BaseException | None = None
         self._alarm = _Alarm()
         self._space = anyio.Event()
+        self._last_failure: AsyncBatchError | None = None
         self._counts = {"polls": 0, "sweeps": 0, "retries": 0, "rate_limited": 0, "events": 0}
         self._send: MemoryObjectSendStream[Event | _Nudge] | None = None
         self._receive: MemoryObjectReceiveStream[Event | _Nudge] | None = None
@@ -486,6 +489,14 @@ class Watcher:
         if self._tracker.add(batch_id, anyio.current_time()):
             self._store_updates.append((batch_id, True))
             self._wake_if_sooner()
+            return
+        state = self._tracker.state(batch_id)
+        if state is not None and state.final:
+            logger.warning(
+                "watcher.add(%s): this batch already had its final event, so it is not watched "
+                "again; discard() it first to watch it anew",
+                batch_id,
+            )
 
     def discard(self, batch_id: str) -> None:
         """Stop watching a batch, without an event. Unknown IDs are ignored."""
@@ -520,6 +531,7 @@ class Watcher:
             paused_until=paused if paused > anyio.current_time() else None,
             sweeping=self._tracker.sweeping,
             buffered=self._buffered(),
+            last_failure=self._last_failure,
             **self._counts,
         )
 
@@ -638,6 +650,7 @@ class Watcher:
         """Hand a failed request to the tracker, which decides; share a 429's pause."""
         now = anyio.current_time()
         events = self._tracker.failed(action, error, now)
+        self._last_failure = error
         if isinstance(error, RateLimitError):
             self._counts["rate_limited"] += 1
             await self._gate.rate_limited(self._tracker.paused_until - now)
@@ -699,7 +712,11 @@ class Watcher:
             await self._space.wait()
 
     def _deadline_message(self) -> str:
-        return f"the watcher's timeout of {self._timeout:g} s passed before the batch ended"
+        text = f"no final state within the watch's time limit of {self._timeout:g} s"
+        if self._last_failure is not None:
+            text += f"; the last failed request: {type(self._last_failure).__name__}: "
+            text += str(self._last_failure)
+        return text
 
 
 def _unwrapped(error: Exception) -> Exception:

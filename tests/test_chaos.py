@@ -91,7 +91,7 @@ async def _watch(
         "min_interval": MIN_INTERVAL,
         "max_interval": MAX_INTERVAL,
         "max_decode_failures": 1000,  # no fault may end a batch; see the module docstring
-        "deadline": 24 * 3600.0,  # a batch never ended: its `error` fails the checks
+        "timeout": 24 * 3600.0,  # a batch never ended: its `error` fails the checks
         "seed": seed,
     }
     async with (

@@ -241,7 +241,9 @@ async def test_results_to_a_file(tmp_path: pytest.TempPathFactory) -> None:
     target = tmp_path / "results.jsonl"  # type: ignore[operator]
     async with simulator() as sim:
         batch_id = sim.create_batch(3)["batch_id"]
-        outcome = await cli("results", batch_id, "-o", str(target), base_url=sim.base_url)
+        outcome = await cli(
+            "results", batch_id, "--partial", "-o", str(target), base_url=sim.base_url
+        )
         expected = sim.results(batch_id)
     assert outcome.status == 0
     assert outcome.out == ""
@@ -374,10 +376,22 @@ async def test_create_missing_file() -> None:
     assert "/nonexistent/requests.jsonl" in outcome.error_line()
 
 
-async def test_create_with_a_server_side_refusal_is_a_usage_error() -> None:
-    """A request the API refuses with 400 (no prompt in general mode): exit 2, its message shown."""
+async def test_create_without_a_prompt_is_refused_locally_with_a_hint() -> None:
+    """No prompt in general mode: exit 2 before anything is sent, and the line says --prompt."""
     async with simulator() as sim:
         outcome = await cli("create", "-", stdin=json.dumps(_request(1)), base_url=sim.base_url)
+        sent = sim.stats.requests.get("create", 0)
+    assert outcome.status == 2
+    assert "request 1 (c-1) of - has no prompt" in outcome.error_line()
+    assert '--prompt "..."' in outcome.error_line()
+    assert sent == 0
+
+
+async def test_create_with_a_server_side_refusal_is_a_usage_error() -> None:
+    """A request the API refuses with 400 (a prompt in time_based_metadata mode): exit 2."""
+    async with simulator() as sim:
+        outcome = await cli("create", "-", "--mode", "time_based_metadata", "--prompt", "Hi",
+                            stdin=json.dumps(_request(1)), base_url=sim.base_url)  # fmt: skip
     assert outcome.status == 2
     assert "(400)" in outcome.error_line()
 

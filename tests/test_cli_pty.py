@@ -61,7 +61,7 @@ def test_demo_draws_the_live_view_on_a_terminal() -> None:
     assert status == 0, text
     assert "\x1b[" in text  # escape sequences: colours and cursor movement
     assert "asyncbatch watch: 5 batch(es)" in text
-    assert "━" in text  # the progress bars
+    assert "█" in text  # the progress bars
     assert "Summary: 5 batch(es) watched" in text
     assert "To do the same against the real API" in text
     assert "Traceback" not in text

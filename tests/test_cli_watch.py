@@ -183,7 +183,7 @@ async def test_live_view_draws_a_table_on_a_terminal() -> None:
     assert status in {0, 1}
     assert "\x1b[" in text  # cursor movement: redrawn in place
     assert "asyncbatch watch: 1 batch(es)" in text
-    assert "━" in text
+    assert "█" in text
     assert "Summary: 1 batch(es) watched" in text
     assert KEY not in text + err.getvalue()
 
@@ -229,11 +229,15 @@ async def test_demo_jsonl_and_its_key_stays_hidden() -> None:
     assert sorted(f["batch"]["status"] for f in finals) == ["canceled"] + ["completed"] * 4
 
 
-async def test_demo_refuses_a_base_url() -> None:
-    """demo runs its own simulator: --base-url is a usage error."""
-    outcome = await cli("demo", "--base-url", "http://127.0.0.1:9/v1.3", key=None)
-    assert outcome.status == 2
-    assert "--base-url does not apply" in outcome.error_line()
+async def test_demo_and_simulate_neither_list_nor_take_a_base_url() -> None:
+    """They serve their own API: --base-url is not in their help, and is an unknown option."""
+    for command in ("demo", "simulate"):
+        shown = await cli(command, "--help", key=None)
+        assert "--api-key" in shown.out
+        assert "--base-url URL" not in shown.out
+        outcome = await cli(command, "--base-url", "http://127.0.0.1:9/v1.3", key=None)
+        assert outcome.status == 2
+        assert "unrecognized arguments: --base-url" in outcome.error_line()
 
 
 class _Announcing(io.StringIO):

@@ -386,7 +386,7 @@ async def test_retry_after_zero_or_past_does_not_hammer_the_server(
         for batch_id in (BATCH_ID, OTHER_ID):
             server.on("GET", _path(batch_id), _timed(error(429, "rate_limited", **headers), times))
         events = await _events(client, [BATCH_ID, OTHER_ID], timeout=600.0, strategy="per_id")
-    assert {e.kind for e in events} == {EventKind.ERROR}  # the deadline, nothing else
+    assert {e.kind for e in events} == {EventKind.ERROR}  # the time limit, nothing else
     per_minute = Counter(int(t // 60) for t in times)
     assert max(per_minute.values()) <= 2 * 60 / FAST["min_interval"], per_minute
     # Once the floor reaches max_interval: each batch once per max_interval, as when idle.

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
@@ -40,6 +42,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        message += _did_you_mean(message)
         command = self.prog.removeprefix(PROG).strip()
         where = f"{command}: " if command else ""
         raise UsageError(f"{where}{message} (see '{self.prog} --help')")
@@ -48,6 +51,15 @@ class _Parser(argparse.ArgumentParser):
         if message:
             raise UsageError(f"{message.strip()} (see '{self.prog} --help')")
         raise HelpShown
+
+
+def _did_you_mean(message: str) -> str:
+    """``; did you mean 'watch'?`` for a mistyped subcommand; else nothing."""
+    found = re.search(r"argument COMMAND: invalid choice: '([^']*)'", message)
+    if found is None:
+        return ""
+    close = difflib.get_close_matches(found.group(1), [name for name, _, _ in _COMMANDS], n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _float(text: str) -> float:
@@ -162,9 +174,12 @@ over within about 4/3 of --lease seconds. A replica runs until --deadline or Ctr
       --rate 5 --burst 5 --lease 15 --all-active
 """,
     "results": """\
+A batch that has not ended is refused (exit 1) unless --partial is given.
+
 examples:
   asyncbatch results 68f4ddaf8aaa60d33df0e800 > results.jsonl
   asyncbatch results 68f4ddaf8aaa60d33df0e800 -o results.jsonl
+  asyncbatch results --partial 68f4ddaf8aaa60d33df0e800 | head
 """,
     "cancel": """\
 examples:
@@ -224,11 +239,16 @@ examples:
 }
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _api_key(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--api-key", metavar="KEY", help="API key (default: $TWELVELABS_API_KEY); never printed"
     )
+    return group
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = _api_key(parser)
     group.add_argument(
         "--base-url",
         metavar="URL",
@@ -299,7 +319,9 @@ def _subparser(
         epilog=_EXAMPLES[name] + "\n" + _EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    if name != "webhook-verify":
+    if name in ("demo", "simulate"):  # they serve their own API: only the key applies
+        _api_key(parser)
+    elif name != "webhook-verify":
         _common(parser)
     return parser
 
@@ -428,6 +450,11 @@ def _results(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("batch_id", metavar="ID", help="batch ID")
     parser.add_argument(
         "-o", "--output", metavar="FILE", help="write to FILE instead of standard output"
+    )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="write the results of a batch that has not ended yet (queued items included)",
     )
 
 

@@ -16,7 +16,13 @@ from .._errors import AuthenticationError, PermissionDeniedError
 from .._events import Event, EventKind
 from .._models import Batch
 from .._stores.memory import StoredBatch
-from .render import counts_text, duration_text, error_text, outcome_text
+from .render import (
+    NO_SUCH_BATCH,
+    counts_text,
+    duration_text,
+    failure_text,
+    outcome_text,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -28,6 +34,8 @@ class Row:
     """One watched batch."""
 
     batch_id: str
+    name: str | None = None
+    """What the table calls the batch instead of its ID (the demo names its batches)."""
     batch: Batch | None = None
     final: EventKind | None = None
     error: BaseException | None = None
@@ -48,6 +56,11 @@ class Row:
         if event.is_final:
             self.final = event.kind
             self.error = event.error
+
+    @property
+    def label(self) -> str:
+        """The batch's name when it has one, else its ID."""
+        return self.name or self.batch_id
 
     @property
     def rate(self) -> float | None:
@@ -95,14 +108,37 @@ class Row:
         if self.earlier:
             return "ended before this watch (its final event was reported earlier)"
         if self.final is EventKind.GONE:
-            return "gone (no such batch: wrong ID, deleted, or past 30 days)"
+            return f"gone: {NO_SUCH_BATCH}"
         if self.final is EventKind.ERROR:
-            return f"watch failed: {error_text(self.error)}"
+            return "watch failed: " + ("?" if self.error is None else failure_text(self.error))
         return "still open when the watch stopped"
 
 
 def _processed(batch: Batch) -> int:
     return batch.ready_items + batch.failed_items
+
+
+RETRY_SHOWN_SECONDS = 30.0
+"""How long after the last retried failure a view keeps saying that requests fail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Every batch's items added up (`Board.totals`)."""
+
+    open: int
+    total: int
+    ready: int
+    failed: int
+    canceled: int
+    rate: float | None
+    eta: float | None
+    """Seconds until the last open batch is done; None when any open batch's ETA is unknown."""
+
+    @property
+    def finished(self) -> int:
+        """Items ready, failed or canceled."""
+        return self.ready + self.failed + self.canceled
 
 
 @dataclass(slots=True)
@@ -115,9 +151,55 @@ class Board:
     over to another replica (a batch still held at the end gets one), so it is theirs to
     report, and no failure here."""
 
-    def add(self, batch_id: str) -> None:
+    retries: int = 0
+    """Failed requests the watcher retried so far (its `statistics`)."""
+    last_failure: str | None = None
+    """What the most recent retried request failed with."""
+    failure_at: float | None = None
+    """When `retries` last grew."""
+
+    def add(self, batch_id: str, name: str | None = None) -> None:
         """Show a batch before any event for it arrived."""
-        self.rows.setdefault(batch_id, Row(batch_id))
+        self.rows.setdefault(batch_id, Row(batch_id, name))
+
+    def note_retries(self, retries: int, last_failure: str | None, now: float) -> bool:
+        """Take in the watcher's retry count; True when it grew since the last call."""
+        if retries <= self.retries:
+            return False
+        self.retries, self.last_failure, self.failure_at = retries, last_failure, now
+        return True
+
+    def retrying(self, now: float, within: float = RETRY_SHOWN_SECONDS) -> bool:
+        """Whether a request failed and was retried in the last ``within`` seconds."""
+        return self.failure_at is not None and now - self.failure_at <= within
+
+    def retry_text(self) -> str:
+        """``retrying: 3 failed request(s) so far, the last: <cause>``."""
+        text = f"retrying: {self.retries} failed request(s) so far"
+        return text + (f", the last: {self.last_failure}" if self.last_failure else "")
+
+    def totals(self) -> Totals:
+        """Items of every batch together, the overall rate and the time until all are done."""
+        batches = [row.batch for row in self.rows.values() if row.batch is not None]
+        observed = [row for row in self.rows.values() if row.first_at is not None]
+        moved = sum(_processed(row.batch) - row.first_processed for row in observed if row.batch)
+        span = (
+            max(row.last_at or 0.0 for row in observed)
+            - min(row.first_at or 0.0 for row in observed)
+            if observed
+            else 0.0
+        )
+        etas = [row.eta for row in self.rows.values() if row.final is None]
+        known = [eta for eta in etas if eta is not None]
+        return Totals(
+            open=len(etas),
+            total=sum(b.total_items for b in batches),
+            ready=sum(b.ready_items for b in batches),
+            failed=sum(b.failed_items for b in batches),
+            canceled=sum(b.canceled_items for b in batches),
+            rate=moved / span if moved > 0 and span > 0 else None,
+            eta=max(known) if known and len(known) == len(etas) else None,
+        )
 
     def restore(self, record: StoredBatch) -> None:
         """Show a batch whose final event a state store says was already acknowledged.
@@ -159,7 +241,7 @@ class Board:
         for row in rows:
             counts = "" if row.batch is None else "  " + counts_text(row.batch)
             outcome = "handed over to another replica" if self._handed_over(row) else row.outcome()
-            lines.append(f"  {row.batch_id}  {outcome}{counts}")
+            lines.append(f"  {row.label}  {outcome}{counts}")
         mine = [row for row in rows if not self._handed_over(row)]
         good = sum(row.succeeded for row in mine)
         items = [row.batch for row in mine if row.batch is not None]

@@ -14,9 +14,10 @@ from typing import Any
 
 from .._client import Client
 from .._errors import NotFoundError
+from .board import EXIT_USAGE
 from .create import load_create_body
-from .io import Streams
-from .render import batch_json, batch_line, json_text, struct_json, terminal_text
+from .io import CommandError, Streams
+from .render import NO_SUCH_BATCH, batch_json, batch_line, json_text, struct_json, terminal_text
 from .view import make_view
 from .watch import follow, report_exit, watch_options
 
@@ -28,7 +29,7 @@ async def status_command(client: Client, args: argparse.Namespace, streams: Stre
         try:
             batch = await client.batches.retrieve(batch_id)
         except NotFoundError:
-            streams.error(f"{batch_id}: no such batch (wrong ID, deleted, or past its 30 days)")
+            streams.error(f"{batch_id}: {NO_SUCH_BATCH}")
             exit_status = 1
             continue
         streams.out(json_text(batch_json(batch)) if args.json else batch_line(batch))
@@ -73,16 +74,34 @@ async def delete_command(client: Client, args: argparse.Namespace, streams: Stre
 async def create_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
     """Create a batch from a file of requests; print its ID, then follow it with ``--watch``."""
     body = load_create_body(args.file, streams.stdin if args.file == "-" else None)
-    created = await client.batches.create(**_create_arguments(body, args))
+    arguments = _create_arguments(body, args)
+    _check_prompts(arguments, args.file)
+    created = await client.batches.create(**arguments)
     if args.json:
         streams.out(json_text(struct_json(created)))
     else:
         streams.out(terminal_text(created.batch_id))
     if not args.watch:
         return 0
-    view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)
+    view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain, note=streams.note)
     board = await follow(client, [created.batch_id], view, watch_options(args))
     return report_exit(board, streams)
+
+
+def _check_prompts(arguments: dict[str, Any], name: str) -> None:
+    """General mode needs a prompt per request, its own or the default: say so before sending."""
+    if arguments["analysis_mode"] != "general" or "prompt" in arguments.get("defaults", {}):
+        return
+    for number, request in enumerate(arguments["requests"], start=1):
+        if "prompt" not in request:
+            which = f"request {number}" + (
+                f" ({request['custom_id']})" if request.get("custom_id") else ""
+            )
+            raise CommandError(
+                f'create: {which} of {name} has no prompt: pass --prompt "...", or give the '
+                'requests (or the file\'s "defaults") a "prompt"',
+                EXIT_USAGE,
+            )
 
 
 def _create_arguments(body: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

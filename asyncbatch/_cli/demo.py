@@ -42,15 +42,13 @@ ITEM_SECONDS = 20.0
 _REAL_API_HINT = """\
 To do the same against the real API:
   export TWELVELABS_API_KEY=...        # your key; asyncbatch never prints it
-  asyncbatch create requests.jsonl --prompt "Summarise the video." --watch
+  asyncbatch create examples/requests.jsonl --prompt "Summarise it." --watch
   asyncbatch watch --all-active        # or: asyncbatch watch ID ID ...
   asyncbatch results ID -o results.jsonl"""
 
 
 async def demo_command(args: argparse.Namespace, streams: Streams) -> int:
     """Run the demo; 0 when every batch reached its end, as planned."""
-    if args.base_url is not None:
-        raise CommandError("demo: runs its own simulator, so --base-url does not apply", 2)
     api_key = args.api_key or "demo-" + secrets.token_hex(12)
     streams.secrets.append(api_key)
     scale = args.time_scale
@@ -65,9 +63,13 @@ async def demo_command(args: argparse.Namespace, streams: Streams) -> int:
     async with simulator, Client(api_key=api_key, base_url=simulator.base_url) as client:
         streams.note(f"demo: a simulated batch API at {simulator.base_url}, {scale:g}x real time")
         batch_ids = [await _create(client, name, size, streams) for name, size, _ in DEMO_BATCHES]
-        canceler = _Canceler(client, batch_ids[-1])
-        view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)
-        board = await follow(client, batch_ids, view, _demo_options(scale), on_event=canceler)
+        canceler = _Canceler(client, batch_ids[-1], DEMO_BATCHES[-1][0])
+        view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain, note=streams.note)
+        board = Board()
+        for batch_id, (name, _, _) in zip(batch_ids, DEMO_BATCHES, strict=True):
+            board.add(batch_id, name)
+        options = _demo_options(scale)
+        board = await follow(client, batch_ids, view, options, board=board, on_event=canceler)
     if canceler.note:  # told only now: a note on stderr would tear a live view on stdout
         streams.note(canceler.note)
     streams.note(_REAL_API_HINT)
@@ -98,9 +100,10 @@ async def _create(client: Client, name: str, size: int, streams: Streams) -> str
 class _Canceler:
     """The demo's event hook: cancels one batch once a quarter of it is done."""
 
-    def __init__(self, client: Client, batch_id: str) -> None:
+    def __init__(self, client: Client, batch_id: str, name: str) -> None:
         self._client = client
         self._batch_id = batch_id
+        self._name = name
         self._done = False
         self.note = ""
         """What the canceler did, for the end of the demo."""
@@ -117,7 +120,7 @@ class _Canceler:
         except ConflictError:  # it finished first: nothing left to cancel
             return
         self.note = (
-            f"demo: canceled batch {self._batch_id} midway, at {batch.finished_items}/"
+            f"demo: canceled {self._name} midway, at {batch.finished_items}/"
             f"{batch.total_items} items: queued items were canceled, running ones finished"
         )
 
@@ -138,8 +141,6 @@ def _all_done(board: Board) -> bool:
 
 async def simulate_command(args: argparse.Namespace, streams: Streams, api_key: str) -> int:
     """Serve the simulator until cancelled (Ctrl-C); prints its base URL on stdout."""
-    if args.base_url is not None:
-        raise CommandError("simulate: serves its own URL, so --base-url does not apply", 2)
     config = SimulatorConfig(
         api_key=api_key,
         host=args.host,

@@ -23,28 +23,26 @@ import anyio
 
 from .._client import API_KEY_ENV_VARS, BASE_URL_ENV_VAR, DEFAULT_BASE_URL, Client
 from .._errors import (
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
     AsyncBatchError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
-    ConflictError,
     InvalidBatchIdError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
-    RateLimitError,
 )
 from .._models import check_batch_id
 from .args import HelpShown, UsageError, parse
 from .board import EXIT_FAILED, EXIT_USAGE
 from .io import CommandError, Streams, argv_secrets
 from .logs import relay_logs
+from .render import failure_text
 from .webhooks import SECRET_ENV_VAR, webhook_secret, webhook_verify_command
 
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 0
+"""The reader of standard output went away: every command stops quietly with this."""
 
 Command = Callable[[Client, argparse.Namespace, Streams], Awaitable[int]]
 
@@ -99,11 +97,13 @@ def main() -> None:
         sys.stderr.write("\nasyncbatch: interrupted\n")
         status = EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader left (`asyncbatch watch --jsonl | head -1`): stop quietly, and point
-        # stdout at /dev/null so that the interpreter's final flush does not complain again.
+        # The reader left (`asyncbatch list | head -1`): it had what it wanted, so stop
+        # quietly with 0 whatever the command, since a short output that fit in the pipe
+        # never notices the reader left. Point stdout at /dev/null so that the
+        # interpreter's final flush does not complain again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        status = EXIT_FAILED
+        status = EXIT_CLOSED_PIPE
     sys.exit(status)
 
 
@@ -131,7 +131,7 @@ async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str
         streams.secrets.append(args.webhook_secret)
     for batch_id in _batch_ids(args):
         check_batch_id(batch_id)  # every ID checked before the first request
-    base_url = args.base_url or env.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+    base_url = getattr(args, "base_url", None) or env.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
     async with Client(api_key=api_key, base_url=base_url) as client:
         return await _commands()[args.command](client, args, streams)
 
@@ -169,40 +169,28 @@ def _first(env: Mapping[str, str], names: Sequence[str]) -> str | None:
     return next((env[name] for name in names if env.get(name)), None)
 
 
-# Expected failures, most specific first: (type, line template, exit status).
-_FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
-    (CommandError, "{text}", EXIT_FAILED),  # carries its own status
-    (InvalidBatchIdError, "{command}: {text}", EXIT_USAGE),
-    (InvalidRequestError, "{command}: {text}", EXIT_USAGE),
-    (ConfigurationError, "{command}: {text}", EXIT_USAGE),
-    (
-        AuthenticationError,
-        "the API key was refused (401): check --api-key or $TWELVELABS_API_KEY",
-        EXIT_USAGE,
-    ),
-    (PermissionDeniedError, "the API key may not do this (403): {said}", EXIT_USAGE),
-    (BadRequestError, "the API rejected the request (400): {said}", EXIT_USAGE),
-    (NotFoundError, "not found (404): {said}", EXIT_FAILED),
-    (ConflictError, "conflict (409): {said}", EXIT_FAILED),
-    (RateLimitError, "rate limited (429): {said}; try again later", EXIT_FAILED),
-    (APITimeoutError, "the API did not answer in time: {text}", EXIT_FAILED),
-    (APIConnectionError, "cannot reach the API: {text}", EXIT_FAILED),
-    (AsyncBatchError, "{text}", EXIT_FAILED),
+# Expected failures, most specific first: (type, exit status). API failures read as
+# `failure_text` words them, the same in every command.
+_FAILURES: tuple[tuple[type[Exception], int], ...] = (
+    (InvalidBatchIdError, EXIT_USAGE),
+    (InvalidRequestError, EXIT_USAGE),
+    (ConfigurationError, EXIT_USAGE),
+    (AuthenticationError, EXIT_USAGE),
+    (PermissionDeniedError, EXIT_USAGE),
+    (BadRequestError, EXIT_USAGE),
+    (AsyncBatchError, EXIT_FAILED),
 )
 
 
 def _describe(exc: Exception, args: argparse.Namespace) -> tuple[str, int]:
     """The error line and exit status for an expected failure; re-raises anything else."""
-    for kind, template, status in _FAILURES:
+    if isinstance(exc, CommandError):
+        return str(exc), exc.status
+    for kind, status in _FAILURES:
         if isinstance(exc, kind):
-            said = _said(exc) if isinstance(exc, APIStatusError) else str(exc)
-            line = template.format(text=exc, command=args.command, said=said)
-            return line, exc.status if isinstance(exc, CommandError) else status
+            if isinstance(exc, ValueError | ConfigurationError):  # the caller's mistake
+                return f"{args.command}: {exc}", status
+            batch_id = getattr(args, "batch_id", None)
+            where = f"{batch_id}: " if isinstance(exc, NotFoundError) and batch_id else ""
+            return where + failure_text(exc), status
     raise exc  # a ValueError we did not expect is a bug: let it show
-
-
-def _said(exc: APIStatusError) -> str:
-    """What the server said, without the URL: its message, else its code, else the status line."""
-    if exc.message:
-        return exc.message + (f" [{exc.code}]" if exc.code else "")
-    return exc.code or str(exc)

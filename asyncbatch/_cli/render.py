@@ -14,6 +14,18 @@ from typing import Any
 
 import msgspec
 
+from .._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+)
 from .._events import Event
 from .._models import Batch, ResultItem
 
@@ -50,6 +62,40 @@ def error_text(error: BaseException | None) -> str | None:
     if error is None:
         return None
     return f"{type(error).__name__}: {error}"
+
+
+NO_SUCH_BATCH = "no such batch: wrong ID, deleted, or past its 30 days (404)"
+"""The one wording of a 404, in every command."""
+
+# Each API failure's one wording, most specific type first; {said} is what the server said.
+_WORDINGS: tuple[tuple[type[Exception], str], ...] = (
+    (NotFoundError, NO_SUCH_BATCH),
+    (AuthenticationError, "the API key was refused (401): check --api-key or $TWELVELABS_API_KEY"),
+    (PermissionDeniedError, "the API key may not do this (403): {said}"),
+    (BadRequestError, "the API rejected the request (400): {said}"),
+    (ConflictError, "conflict (409): {said}"),
+    (RateLimitError, "rate limited (429): {said}"),
+    (ServerError, "the API failed ({status}): {said}"),
+    (APITimeoutError, "the API did not answer in time: {text}"),
+    (APIConnectionError, "cannot reach the API: {text}"),
+)
+
+
+def failure_text(error: BaseException) -> str:
+    """How every command words ``error``: the same failure reads the same everywhere."""
+    for kind, template in _WORDINGS:
+        if isinstance(error, kind):
+            status = error.status if isinstance(error, APIStatusError) else None
+            said = server_said(error) if isinstance(error, APIStatusError) else str(error)
+            return template.format(text=error, said=said, status=status)
+    return f"{type(error).__name__}: {error}"
+
+
+def server_said(error: APIStatusError) -> str:
+    """What the server said, without the URL: its message, else its code, else the status line."""
+    if error.message:
+        return error.message + (f" [{error.code}]" if error.code else "")
+    return error.code or str(error)
 
 
 def event_json(event: Event) -> dict[str, Any]:

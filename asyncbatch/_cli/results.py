@@ -24,6 +24,13 @@ PROGRESS_MIN_ITEMS = 100
 async def results_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
     """Stream results as JSON Lines; malformed lines are reported, counted, and fail the exit."""
     batch = await client.batches.retrieve(args.batch_id)  # a clear 404 before any output
+    if not batch.is_terminal and not args.partial:
+        raise CommandError(
+            f"results: batch {batch.batch_id} is still {batch.status} "
+            f"({batch.finished_items}/{batch.total_items} items done): wait for it with "
+            f"'asyncbatch watch {batch.batch_id}', or pass --partial for what is there now",
+            1,
+        )
     if args.output is None:
         counts = await _copy_results(client, batch, streams.stdout, streams)
     else:

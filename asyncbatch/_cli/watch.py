@@ -29,6 +29,7 @@ from .._watcher import Watcher
 from .board import Board, Row
 from .io import CommandError, Streams
 from .logs import divert_logs
+from .render import failure_text
 from .state import WatchState, watch_state
 from .view import REFRESH_SECONDS, View, make_view
 from .webhooks import WEBHOOK_INTERVAL, WEBHOOK_MAX_INTERVAL, webhook_endpoint
@@ -85,7 +86,7 @@ async def watch_command(client: Client, args: argparse.Namespace, streams: Strea
                 webhook_endpoint(args, streams, args.webhook_clock)
             )
             on_watcher = server.receiver.attach
-        view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain)
+        view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain, note=streams.note)
         board = await follow(client, batch_ids, view, options, board=board, on_watcher=on_watcher)
     return report_exit(board, streams)
 
@@ -158,10 +159,9 @@ async def follow(
     try:
         with divert_logs(view.log if view.live else None):
             async with anyio.create_task_group() as ticker:
-                if view.live:
-                    ticker.start_soon(_redraw, view, board)
                 try:
                     watcher = client.watch(batch_ids, **options, auto_ack=False)
+                    ticker.start_soon(_tick, view, board, watcher)
                     if on_watcher is not None:
                         on_watcher(watcher)
                     await _consume(watcher, view, board, on_event)
@@ -190,7 +190,19 @@ async def _consume(watcher: Watcher, view: View, board: Board, on_event: EventHo
                 await watcher.ack(event)
 
 
-async def _redraw(view: View, board: Board) -> None:
+async def _tick(view: View, board: Board, watcher: Watcher) -> None:
+    """Between events: tell the view of new retries, and redraw a live one."""
+    interval = REFRESH_SECONDS if view.live else RETRY_CHECK_SECONDS
     while True:
-        await anyio.sleep(REFRESH_SECONDS)
-        view.refresh(board, anyio.current_time())
+        await anyio.sleep(interval)
+        now = anyio.current_time()
+        stats = watcher.statistics()
+        failure = None if stats.last_failure is None else failure_text(stats.last_failure)
+        if board.note_retries(stats.retries + stats.rate_limited, failure, now):
+            view.retrying(board, now)
+        elif view.live:
+            view.refresh(board, now)
+
+
+RETRY_CHECK_SECONDS = 1.0
+"""How often a view without redraws checks the watcher for retried failures."""
