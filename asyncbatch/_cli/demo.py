@@ -19,6 +19,7 @@ from .._errors import ConflictError
 from .._events import Event, EventKind
 from ..testing import ScaledClock, Simulator, SimulatorConfig, loop_clock, serve
 from .board import Board, Row
+from .exits import EXIT_FAILED, EXIT_OK
 from .io import CommandError, Streams
 from .view import make_view
 from .watch import follow
@@ -73,7 +74,7 @@ async def demo_command(args: argparse.Namespace, streams: Streams) -> int:
     if canceler.note:  # told only now: a note on stderr would tear a live view on stdout
         streams.note(canceler.note)
     streams.note(_REAL_API_HINT)
-    return 0 if _all_done(board) else 1
+    return EXIT_OK if _all_done(board) else EXIT_FAILED
 
 
 def _failing_assets() -> set[str]:
@@ -170,5 +171,7 @@ async def simulate_command(args: argparse.Namespace, streams: Streams, api_key: 
         await serve(config, ready=ready)
     except OSError as exc:
         where = f"{args.host}:{args.port}"
-        raise CommandError(f"simulate: cannot serve on {where}: {exc.strerror or exc}", 1) from None
-    return 0
+        raise CommandError(
+            f"simulate: cannot serve on {where}: {exc.strerror or exc}", EXIT_FAILED
+        ) from None
+    return EXIT_OK

@@ -34,15 +34,11 @@ from .._errors import (
 )
 from .._models import check_batch_id
 from .args import HelpShown, UsageError, parse
-from .board import EXIT_FAILED, EXIT_USAGE
+from .exits import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .io import CommandError, Streams, argv_secrets
 from .logs import relay_logs
 from .render import failure_text
 from .webhooks import SECRET_ENV_VAR, webhook_secret, webhook_verify_command
-
-EXIT_INTERRUPTED = 130
-EXIT_CLOSED_PIPE = 0
-"""The reader of standard output went away: every command stops quietly with this."""
 
 Command = Callable[[Client, argparse.Namespace, Streams], Awaitable[int]]
 
@@ -75,7 +71,7 @@ async def run(
     try:
         args = parse(argv, streams.stdout, streams.stderr)
     except HelpShown:
-        return 0
+        return EXIT_OK
     except UsageError as exc:
         streams.error(str(exc))
         return EXIT_USAGE

@@ -27,7 +27,7 @@ from typing import Any
 from .._errors import StateStoreError
 from .._stores.memory import StoredBatch
 from .._stores.url import OpenedState, _shown, open_state
-from .board import EXIT_FAILED, EXIT_USAGE
+from .exits import EXIT_FAILED, EXIT_USAGE
 from .io import CommandError
 
 DEFAULT_LEASE_SECONDS = 15.0
