@@ -105,7 +105,7 @@ def main() -> None:
 
 async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str, str]) -> int:
     if args.command == "demo":
-        from .demo import demo_command  # noqa: PLC0415 - the simulator loads only here
+        from .demo import demo_command  # noqa: PLC0415 - the demo wiring loads only here
 
         return await demo_command(args, streams)
     if args.command == "webhook-verify":  # offline: no API key, no client
@@ -114,9 +114,9 @@ async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str
     if not api_key:
         raise CommandError("no API key: pass --api-key KEY or set $TWELVELABS_API_KEY", EXIT_USAGE)
     if args.command == "simulate":
-        from .demo import simulate_command  # noqa: PLC0415 - the simulator loads only here
+        from .demo import simulate_command  # noqa: PLC0415 - the demo wiring loads only here
 
-        if args.webhook_url:
+        if args.webhook_urls:
             args.webhook_secret = webhook_secret(args.webhook_secret, env, "simulate")
             streams.secrets.append(args.webhook_secret)
         return await simulate_command(args, streams, api_key)
