@@ -31,7 +31,7 @@ from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .io import CommandError, Streams
 from .logs import divert_logs
 from .render import failure_text
-from .state import WatchState, watch_state
+from .store import WatchStore, watch_store
 from .view import REFRESH_SECONDS, View, make_view
 from .webhooks import WEBHOOK_INTERVAL, WEBHOOK_MAX_INTERVAL, webhook_endpoint
 
@@ -76,7 +76,7 @@ async def watch_command(client: Client, args: argparse.Namespace, streams: Strea
     if not batch_ids and args.state is None:
         raise CommandError("watch: give at least one batch ID, --all-active or --state", EXIT_USAGE)
     async with AsyncExitStack() as stack:
-        state = await stack.enter_async_context(watch_state(args))
+        state = await stack.enter_async_context(watch_store(args))
         board = _initial_board(batch_ids, state, streams)
         if board is None:
             return EXIT_OK
@@ -93,7 +93,7 @@ async def watch_command(client: Client, args: argparse.Namespace, streams: Strea
 
 
 def _initial_board(
-    batch_ids: list[str], state: WatchState | None, streams: Streams
+    batch_ids: list[str], state: WatchStore | None, streams: Streams
 ) -> Board | None:
     """The rows to show from the start; None when a ``--state`` watch has nothing to do.
 

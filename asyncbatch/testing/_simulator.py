@@ -1,6 +1,6 @@
 """`Simulator`: the TwelveLabs batch API on 127.0.0.1, in-process, for tests and demos.
 
-It ties the pieces together: the batch model (`_sim_state`) read at the
+It ties the pieces together: the batch model (`_sim_model`) read at the
 clock's time (`_sim_account`), served over aiohttp.web (`_sim_http`) with
 seeded faults (`_faults`), and signed webhook deliveries (`_sim_outbox`,
 `_sim_webhooks`) sent by a task the ``async with`` block owns, configured by
@@ -27,8 +27,8 @@ from ._faults import FaultInjector, FaultRule
 from ._sim_account import SimulatedAccount
 from ._sim_config import DEFAULT_START, SimulatorConfig, takes_fields_of
 from ._sim_http import API_PREFIX, Counters, SimulatorStats, build_app
+from ._sim_model import Lifecycle, result_lines
 from ._sim_outbox import Outbox
-from ._sim_state import Lifecycle, result_lines
 from ._sim_webhooks import WebhookAttempt, WebhookFaults, WebhookSender
 
 
