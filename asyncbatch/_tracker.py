@@ -1,6 +1,6 @@
 """The watcher's decisions, without IO: what to poll when, and which events follow.
 
-`Tracker` holds one `BatchState` per watched batch and a schedule. The driver
+`Tracker` holds one `TrackedBatch` per watched batch and a schedule. The driver
 (`_watcher.py`) asks it what is due (`due`), performs those requests, and hands
 back each outcome (`observed`, `swept`, `failed`, `rate_limited`, `gone`). Each
 outcome returns the events to deliver, already checked against the invariants:
@@ -107,7 +107,7 @@ SWEEP = _Sweep.SWEEP
 Action = str | _Sweep
 
 
-class BatchState(msgspec.Struct, kw_only=True):
+class TrackedBatch(msgspec.Struct, kw_only=True):
     """What the tracker knows of one batch; msgspec-encodable so a store can keep it."""
 
     batch_id: str
@@ -144,7 +144,7 @@ class SweepSchedule:
 
 
 class Tracker:
-    """Sans-IO watch state for many batches. Not thread-safe; one driver owns it."""
+    """The sans-IO polling rules for many batches. Not thread-safe; one driver owns it."""
 
     def __init__(
         self,
@@ -156,7 +156,7 @@ class Tracker:
         self.policy = policy or PollPolicy()
         self.strategy = Strategy(strategy)
         self._rng = rng or random.Random()
-        self._states: dict[str, BatchState] = {}
+        self._batches: dict[str, TrackedBatch] = {}
         self._open = 0
         self._heap: list[tuple[float, int, str]] = []
         self._sequence = 0
@@ -180,10 +180,10 @@ class Tracker:
         restart: the next snapshot is diffed against ``last``, and a ``final``
         batch is known but never polled nor reported again.
         """
-        if batch_id in self._states:
+        if batch_id in self._batches:
             return False
-        state = BatchState(batch_id=batch_id, interval=self.policy.min_interval)
-        self._states[batch_id] = state
+        state = TrackedBatch(batch_id=batch_id, interval=self.policy.min_interval)
+        self._batches[batch_id] = state
         self._restore(state, last, final=final)
         if final:
             return True
@@ -199,7 +199,7 @@ class Tracker:
 
     def discard(self, batch_id: str) -> bool:
         """Stop watching without an event; False if it was not tracked."""
-        state = self._states.pop(batch_id, None)
+        state = self._batches.pop(batch_id, None)
         self._refresh_pending.discard(batch_id)
         if state is None:
             return False
@@ -211,7 +211,7 @@ class Tracker:
     def reset(self, batch_id: str, now: float, *, last: Batch | None, final: bool) -> None:
         """Replace a tracked batch's view with ``last``/``final`` (from a shared store) and
         poll it now unless final. A replica calls this when it takes a batch over."""
-        state = self._states.get(batch_id)
+        state = self._batches.get(batch_id)
         if state is None:
             self.add(batch_id, now, last=last, final=final)
             return
@@ -245,11 +245,11 @@ class Tracker:
             for batch_id, record in records.items():
                 if not record.final:
                     self.add(batch_id, now, last=record.snapshot)
-        for state in list(self.open_states()):
+        for state in list(self.open_batches()):
             kept = records.get(state.batch_id)
             if kept is not None and kept.final and state.batch_id not in held:
                 self.reset(state.batch_id, now, last=kept.snapshot, final=True)
-        wanted = [s.batch_id for s in self.open_states()]
+        wanted = [s.batch_id for s in self.open_batches()]
         return wanted + sorted(held - set(wanted))
 
     def leases_taken(
@@ -277,7 +277,7 @@ class Tracker:
                 self._sweep.refresh_pending = True
             self._sweep.at = min(self._sweep.at, now)
             return
-        states = self.open_states() if batch_id is None else [self._live_state(batch_id)]
+        states = self.open_batches() if batch_id is None else [self._live_state(batch_id)]
         for state in [s for s in states if s is not None]:
             if state.batch_id in self._in_flight:
                 self._refresh_pending.add(state.batch_id)
@@ -360,7 +360,7 @@ class Tracker:
         if sweep.refresh_pending:
             sweep.refresh_pending = False
             sweep.at = now
-        for state in self.open_states():
+        for state in self.open_batches():
             if state.batch_id in present:
                 self._defer_to_sweep(state, now)
             elif state.batch_id not in self._in_flight:
@@ -383,7 +383,7 @@ class Tracker:
 
     def give_up_all(self, error: BaseException) -> list[Event]:
         """End every open batch with an ``error`` event (the watcher's deadline passed)."""
-        return [self._finish(s, EventKind.ERROR, error) for s in list(self.open_states())]
+        return [self._finish(s, EventKind.ERROR, error) for s in list(self.open_batches())]
 
     # -- views ------------------------------------------------------------------
 
@@ -395,7 +395,7 @@ class Tracker:
     @property
     def tracked_count(self) -> int:
         """Tracked batches, final ones included (until discarded)."""
-        return len(self._states)
+        return len(self._batches)
 
     @property
     def in_flight_count(self) -> int:
@@ -407,21 +407,21 @@ class Tracker:
         """Whether the last planning chose the list sweep."""
         return self._sweep.active
 
-    def state(self, batch_id: str) -> BatchState | None:
-        """The state of a tracked batch (a live object: do not modify it)."""
-        return self._states.get(batch_id)
+    def tracked(self, batch_id: str) -> TrackedBatch | None:
+        """What the tracker holds of a batch (a live object: do not modify it)."""
+        return self._batches.get(batch_id)
 
-    def open_states(self) -> Iterable[BatchState]:
-        """The states of batches without a final event (live objects: do not modify)."""
-        return (s for s in self._states.values() if not s.final)
+    def open_batches(self) -> Iterable[TrackedBatch]:
+        """The tracked batches without a final event (live objects: do not modify)."""
+        return (s for s in self._batches.values() if not s.final)
 
     # -- internals ----------------------------------------------------------------
 
-    def _restore(self, state: BatchState, last: Batch | None, *, final: bool) -> None:
+    def _restore(self, state: TrackedBatch, last: Batch | None, *, final: bool) -> None:
         state.last, state.final = last, final
         state.floor = NO_RANK if last is None else STATUS_RANK.get(last.status, NO_RANK)
 
-    def _apply(self, state: BatchState, snapshot: Batch) -> list[Event]:
+    def _apply(self, state: TrackedBatch, snapshot: Batch) -> list[Event]:
         state.failures = state.bad_answers = 0
         kind = classify(state.last, snapshot, state.floor)
         if kind is None:
@@ -433,7 +433,7 @@ class Tracker:
             self._close(state)
         return [event]
 
-    def _finish(self, state: BatchState, kind: EventKind, error: BaseException) -> Event:
+    def _finish(self, state: TrackedBatch, kind: EventKind, error: BaseException) -> Event:
         if kind is EventKind.GONE:
             event = Event(kind, state.batch_id, None, state.last, error)
         else:
@@ -441,7 +441,7 @@ class Tracker:
         self._close(state)
         return event
 
-    def _close(self, state: BatchState) -> None:
+    def _close(self, state: TrackedBatch) -> None:
         # The final event carries the last snapshot; an ended batch keeps only a
         # small tombstone, so a long-running service's memory grows slowly.
         state.final = True
@@ -449,8 +449,8 @@ class Tracker:
         state.next_poll_at = math.inf
         self._open -= 1
 
-    def _live_state(self, batch_id: str) -> BatchState | None:
-        state = self._states.get(batch_id)
+    def _live_state(self, batch_id: str) -> TrackedBatch | None:
+        state = self._batches.get(batch_id)
         return None if state is None or state.final else state
 
     def _pause(self, action: Action, retry_after: float | None, now: float) -> None:
@@ -474,7 +474,7 @@ class Tracker:
             self._schedule(state, self._paused_until)
 
     def _poll_failed(
-        self, state: BatchState, error: BaseException, failure: Failure, now: float
+        self, state: TrackedBatch, error: BaseException, failure: Failure, now: float
     ) -> list[Event]:
         if failure is Failure.GONE:
             return [self._finish(state, EventKind.GONE, error)]
@@ -492,7 +492,7 @@ class Tracker:
         sweep = self._sweep
         sweep.in_flight = False
         if failure is Failure.UNAUTHORIZED:
-            return [self._finish(s, EventKind.ERROR, error) for s in list(self.open_states())]
+            return [self._finish(s, EventKind.ERROR, error) for s in list(self.open_batches())]
         sweep.failures += 1
         doublings = min(2.0 ** (sweep.failures - 1), MAX_SWEEP_SUSPENSION_INTERVALS)
         sweep.suspended_until = now + self.policy.max_interval * doublings
@@ -508,10 +508,10 @@ class Tracker:
         if sweeping:
             sweep.at = now
             sweep.interval = self.policy.min_interval
-            for state in self.open_states():
+            for state in self.open_batches():
                 self._defer_to_sweep(state, now)
         else:
-            for state in self.open_states():
+            for state in self.open_batches():
                 if state.next_poll_at > now + state.interval:
                     self._schedule(state, now + self._rng.uniform(0.0, self.policy.stagger))
 
@@ -524,18 +524,18 @@ class Tracker:
             return False
         return self._open >= 2 and self._sweep.pages < self._open
 
-    def _schedule(self, state: BatchState, when: float) -> None:
+    def _schedule(self, state: TrackedBatch, when: float) -> None:
         if state.batch_id in self._in_flight:
             return  # its outcome will schedule it
         state.next_poll_at = when
         self._sequence += 1
         heapq.heappush(self._heap, (when, self._sequence, state.batch_id))
 
-    def _schedule_after_poll(self, state: BatchState, now: float, *, moved: bool) -> None:
+    def _schedule_after_poll(self, state: TrackedBatch, now: float, *, moved: bool) -> None:
         state.interval = self._next_interval(state.interval, moved=moved)
         self._schedule(state, now + self._jittered(state.interval))
 
-    def _defer_to_sweep(self, state: BatchState, now: float) -> None:
+    def _defer_to_sweep(self, state: TrackedBatch, now: float) -> None:
         # The sweep refreshes it; its own poll stays scheduled as a safety net in
         # case sweeps stop, and never later than `verify_by`, so a list that keeps
         # showing an old snapshot cannot hide the batch's end.
@@ -543,7 +543,7 @@ class Tracker:
         self._schedule(state, max(when, now))
 
     def _is_current_entry(self, when: float, batch_id: str) -> bool:
-        state = self._states.get(batch_id)
+        state = self._batches.get(batch_id)
         return (
             state is not None
             and not state.final
@@ -566,7 +566,7 @@ class Tracker:
         )
         return self._rng.uniform(ceiling / 2.0, ceiling)
 
-    def _gives_up(self, state: BatchState) -> bool:
+    def _gives_up(self, state: TrackedBatch) -> bool:
         if state.bad_answers >= self.policy.max_decode_failures:
             return True
         limit = self.policy.max_failures

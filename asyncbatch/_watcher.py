@@ -490,7 +490,7 @@ class Watcher:
             self._store_updates.append((batch_id, True))
             self._wake_if_sooner()
             return
-        state = self._tracker.state(batch_id)
+        state = self._tracker.tracked(batch_id)
         if state is not None and state.final:
             logger.warning(
                 "watcher.add(%s): this batch already had its final event, so it is not watched "

@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import anyio
+from anyio.abc import AsyncResource
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -125,7 +126,7 @@ def progress(record: StoredBatch) -> str:
     )
 
 
-class RedisStore:
+class RedisStore(AsyncResource):
     """A `StateStore` in Redis: every record in the hash ``{prefix}records``.
 
     Args:

@@ -105,7 +105,7 @@ def _tracker_ns_per_poll(bodies: dict[str, bytes], polls: int, repeats: int = 5)
     tracker = _seen_tracker(bodies)
     snapshots: dict[str, Batch] = {}
     for batch_id in bodies:
-        state = tracker.state(batch_id)
+        state = tracker.tracked(batch_id)
         assert state is not None
         assert state.last is not None
         snapshots[batch_id] = state.last

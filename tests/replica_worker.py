@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from asyncbatch import Client, Event, Watcher
-from asyncbatch._stores.url import OpenedState, open_state
+from asyncbatch._stores.url import OpenedStore, open_store
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
@@ -84,7 +84,7 @@ async def watch(args: argparse.Namespace) -> None:
     ids = args.ids.split(",")
     owner = args.replica or f"pid-{os.getpid()}"
     options = dict(WATCH_OPTIONS)
-    async with open_state(args.state) as state, Client(base_url=args.base_url) as client:
+    async with open_store(args.state) as state, Client(base_url=args.base_url) as client:
         if args.replica is not None:
             options |= replica_options(state, args)
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -103,7 +103,7 @@ async def watch(args: argparse.Namespace) -> None:
             os.close(fd)
 
 
-def replica_options(state: OpenedState, args: argparse.Namespace) -> dict[str, Any]:
+def replica_options(state: OpenedStore, args: argparse.Namespace) -> dict[str, Any]:
     if state.gate is None or state.leases is None:
         raise SystemExit("--replica needs a redis:// state")
     return {
@@ -113,7 +113,7 @@ def replica_options(state: OpenedState, args: argparse.Namespace) -> dict[str, A
     }
 
 
-async def stop_when_all_final(state: OpenedState, ids: list[str], scope: anyio.CancelScope) -> None:
+async def stop_when_all_final(state: OpenedStore, ids: list[str], scope: anyio.CancelScope) -> None:
     """A replica cannot know from its own events when the fleet is done: ask the store."""
     wanted = set(ids)
     while True:

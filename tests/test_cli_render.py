@@ -3,18 +3,21 @@ exit statuses and summary, and the scrubbing of secrets."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeGuard
 
 import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import asyncbatch._cli
 from asyncbatch import AuthenticationError, Batch, Client, Event, EventKind, NotFoundError
-from asyncbatch._cli.board import Board
+from asyncbatch._cli.board import Board, Verdict
 from asyncbatch._cli.io import Streams, argv_secrets
 from asyncbatch._cli.render import (
     duration_text,
@@ -126,19 +129,74 @@ def _final_board(*events: Event) -> Board:
     return board
 
 
-def test_exit_status_rules() -> None:
-    """0 only when every batch completed with all items ready; 2 for a refused key; else 1."""
+def test_verdict_rules() -> None:
+    """Succeeded only when every batch completed with all items ready; a refused key over all."""
     good = Event(EventKind.DONE, ID, _batch("completed", ready_items=10))
     failed = Event(EventKind.DONE, ID, _batch("completed", ready_items=9, failed_items=1))
     canceled = Event(EventKind.DONE, ID, _batch("canceled", ready_items=2, canceled_items=8))
     error = NotFoundError(status=404, code=None, message=None, headers={}, method="GET", url="u")
     gone = Event(EventKind.GONE, ID, error=error)
     auth = Event(EventKind.ERROR, ID, error=_auth_error())
-    assert _final_board(good).exit_status() == 0
-    assert _final_board().exit_status() == 0
-    assert [_final_board(e).exit_status() for e in (failed, canceled, gone)] == [1, 1, 1]
-    assert _final_board(auth).exit_status() == 2
-    assert _final_board(Event(EventKind.SEEN, ID, _batch())).exit_status() == 1  # never ended
+    assert _final_board(good).verdict() is Verdict.SUCCEEDED
+    assert _final_board().verdict() is Verdict.SUCCEEDED
+    assert [_final_board(e).verdict() for e in (failed, canceled, gone)] == [Verdict.FAILED] * 3
+    assert _final_board(auth).verdict() is Verdict.KEY_REFUSED
+    assert (
+        _final_board(Event(EventKind.SEEN, ID, _batch())).verdict() is Verdict.FAILED
+    )  # never ended
+
+
+def _numbered_statuses(tree: ast.AST) -> list[str]:
+    """Where ``tree`` defines an ``EXIT_`` name, returns an int literal or gives one to
+    `CommandError`."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            if node.id.startswith("EXIT_"):
+                found.append(f"defines {node.id}")
+        elif isinstance(node, ast.Return) and _is_int(node.value):
+            found.append(f"line {node.lineno}: returns a number")
+        elif _is_command_error(node) and any(_is_int(a) for a in node.args[1:]):
+            found.append(f"line {node.lineno}: CommandError with a number")
+    return found
+
+
+def _is_command_error(node: ast.AST) -> TypeGuard[ast.Call]:
+    return isinstance(node, ast.Call) and getattr(node.func, "id", None) == "CommandError"
+
+
+def _is_int(node: ast.AST | None) -> bool:
+    if isinstance(node, ast.IfExp):  # `return 0 if ok else 1`
+        return _is_int(node.body) or _is_int(node.orelse)
+    value = node.value if isinstance(node, ast.Constant) else None
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def test_the_finder_of_numbered_statuses_sees_each_kind() -> None:
+    """The scan below would pass vacuously if it saw nothing: it sees each form, and no name."""
+    source = (
+        "EXIT_X = 3\ndef f():\n    return 0\n    return OK if a else 1\n"
+        "raise CommandError('m', 2)\n"
+    )
+    assert _numbered_statuses(ast.parse(source)) == [
+        "defines EXIT_X",
+        "line 3: returns a number",
+        "line 4: returns a number",
+        "line 5: CommandError with a number",
+    ]
+    assert _numbered_statuses(ast.parse("def f():\n    return EXIT_OK\nf(1)\n")) == []
+
+
+def test_exit_statuses_are_numbered_only_in_the_exits_module() -> None:
+    """No CLI module but `exits` numbers an exit status: a status that is only a name
+    cannot drift between commands, and the board speaks of verdicts, not numbers."""
+    package = Path(asyncbatch._cli.__file__).parent
+    found = {
+        path.name: _numbered_statuses(ast.parse(path.read_text()))
+        for path in sorted(package.glob("*.py"))
+        if path.name != "exits.py"
+    }
+    assert {name: lines for name, lines in found.items() if lines} == {}
 
 
 def test_summary_names_each_outcome_and_totals_the_items() -> None:

@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from asyncbatch import Batch, Event, EventKind
-from asyncbatch._cli.board import Board
+from asyncbatch._cli.board import Board, Verdict
 from asyncbatch._cli.main import run
 from asyncbatch.redis import RedisStore
 from asyncbatch.testing import Simulator
@@ -388,8 +388,8 @@ def test_a_replica_answers_only_for_the_batches_it_ended_or_gave_up() -> None:
     for board in boards.values():
         for at, event in enumerate(events):
             board.observe(event, float(at))
-    assert boards[True].exit_status() == 0
-    assert boards[False].exit_status() == 1
+    assert boards[True].verdict() is Verdict.SUCCEEDED
+    assert boards[False].verdict() is Verdict.FAILED
     summary = boards[True].summary_lines(3.0)
     assert f"  {moved}  handed over to another replica  2/4 done" in "\n".join(summary)
     assert (

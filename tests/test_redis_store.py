@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from asyncbatch import Client, EventKind, StoredBatch
-from asyncbatch._stores.url import open_state
+from asyncbatch._stores.url import open_store
 from asyncbatch.redis import RedisStore, progress
 from asyncbatch.testing import Simulator
 from benchmarks import store_overhead
@@ -118,7 +118,7 @@ def test_redis_state_url_opens_store_gate_and_leases(redis_url: str) -> None:
     prefix = fresh_prefix()
 
     async def scenario() -> None:
-        opened = open_state(f"{redis_url}?prefix={prefix}")
+        opened = open_store(f"{redis_url}?prefix={prefix}")
         assert isinstance(opened.store, RedisStore)
         assert opened.gate is not None
         assert opened.leases is not None

@@ -21,7 +21,7 @@ from asyncbatch import (
     StoredBatch,
 )
 from asyncbatch._stores.sqlite import SQLiteStore
-from asyncbatch._stores.url import open_state
+from asyncbatch._stores.url import open_store
 from asyncbatch.testing import Simulator
 
 pytestmark = pytest.mark.anyio
@@ -175,18 +175,18 @@ async def test_watcher_resumes_from_the_file_after_a_restart(tmp_path: Path) -> 
 
 async def test_state_urls_name_memory_and_sqlite_stores(tmp_path: Path) -> None:
     """memory:// and sqlite:/// URLs open the matching store; only Redis offers replicas."""
-    async with open_state("memory://") as memory:
+    async with open_store("memory://") as memory:
         assert isinstance(memory.store, MemoryStore)
         assert memory.gate is None
         assert memory.leases is None
     absolute = tmp_path / "state.db"
-    async with open_state(f"sqlite:///{absolute}?synchronous=normal") as opened:
+    async with open_store(f"sqlite:///{absolute}?synchronous=normal") as opened:
         assert isinstance(opened.store, SQLiteStore)
         assert opened.store.path == absolute
         await opened.store.track(["a"])
     async with SQLiteStore(absolute) as store:
         assert await store.load() == [StoredBatch(batch_id="a")]
-    relative = open_state("sqlite:///state.db")
+    relative = open_store("sqlite:///state.db")
     assert isinstance(relative.store, SQLiteStore)
     assert relative.store.path == Path("state.db")
 
@@ -198,7 +198,7 @@ async def test_state_urls_name_memory_and_sqlite_stores(tmp_path: Path) -> None:
 def test_malformed_state_urls_are_refused_without_showing_passwords(url: str) -> None:
     """A URL that names no supported store raises ValueError; a password never shows."""
     with pytest.raises(ValueError, match=r"sqlite|unsupported") as caught:
-        open_state(url)
+        open_store(url)
     assert "pw" not in str(caught.value)
 
 

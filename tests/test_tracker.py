@@ -293,14 +293,14 @@ def test_jitter_and_stagger_stay_in_bounds() -> None:
     ids = [f"{i:024x}" for i in range(200)]
     for batch_id in ids:
         t.add(batch_id, 100.0)
-    firsts = [t.state(b).next_poll_at for b in ids]  # type: ignore[union-attr]
+    firsts = [t.tracked(b).next_poll_at for b in ids]  # type: ignore[union-attr]
     assert all(100.0 <= f <= 103.0 for f in firsts)
     assert max(firsts) - min(firsts) > 2.0  # really spread, not a burst
     due = t.due(103.0)
     assert sorted(due) == sorted(ids)  # type: ignore[type-var]
     for batch_id in ids:
         t.observed(batch_id, snapshot("pending", batch_id=batch_id, queued=1), 103.0)
-    gaps = [t.state(b).next_poll_at - 103.0 for b in ids]  # type: ignore[union-attr]
+    gaps = [t.tracked(b).next_poll_at - 103.0 for b in ids]  # type: ignore[union-attr]
     assert all(8.0 <= g <= 12.0 for g in gaps)
     assert len({round(g, 6) for g in gaps}) > 100  # no lockstep
 
@@ -519,11 +519,11 @@ def test_a_lease_round_adopts_the_stores_unfinished_batches_and_closes_ones_ende
     }
     wanted = t.leases_wanted(records, held={B}, now=5.0, resume=True)
     assert wanted == [B, C]
-    closed = t.state(A)
+    closed = t.tracked(A)
     assert closed is not None
     assert closed.final
     assert t.open_count == 2
-    adopted = t.state(C)
+    adopted = t.tracked(C)
     assert adopted is not None
     assert adopted.last == records[C].snapshot
 
@@ -549,7 +549,7 @@ def test_a_batch_taken_over_continues_from_the_stores_view_and_is_polled_now() -
         B: StoredBatch(batch_id=B, snapshot=snapshot("completed", batch_id=B), final=True),
     }
     t.leases_taken({A, B, C}, records, now=7.0)
-    taken, ended, unknown = t.state(A), t.state(B), t.state(C)
+    taken, ended, unknown = t.tracked(A), t.tracked(B), t.tracked(C)
     assert taken is not None
     assert ended is not None
     assert unknown is not None

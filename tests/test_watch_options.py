@@ -9,6 +9,7 @@ again (``**options: Any``).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 
@@ -128,6 +129,38 @@ async def test_a_poll_policy_sets_the_cadence() -> None:
             _ = [event async for event in watcher]
             polls = watcher.statistics().polls
         assert polls == 10  # at 0, 10, ..., 90 s
+
+
+def test_the_cadence_keywords_are_exactly_the_poll_policys_fields() -> None:
+    """Each `PollPolicy` field is a `Watcher` keyword of its type (or None, which keeps the
+    policy's value): the shorthand cannot drift from the policy it abbreviates."""
+    hints = typing.get_type_hints(Watcher.__init__)
+    policy = typing.get_type_hints(PollPolicy)
+    assert set(policy) == {f.name for f in dataclasses.fields(PollPolicy)}
+    assert {name: hints[name] for name in policy} == {
+        name: kind | None for name, kind in policy.items()
+    }
+
+
+async def _polls(**options: typing.Any) -> tuple[int, list[EventKind]]:
+    async with (
+        Simulator(api_key=KEY, seed=4, item_seconds=20.0) as sim,
+        Client(api_key=KEY, base_url=sim.base_url) as client,
+    ):
+        batch_id = sim.create_batch(3)["batch_id"]
+        async with client.watch([batch_id], seed=1, timeout=300.0, **options) as watcher:
+            kinds = [event.kind async for event in watcher]
+            return watcher.statistics().polls, kinds
+
+
+async def test_the_keywords_and_the_policy_spell_the_same_cadence() -> None:
+    """``max_interval=7, jitter=0`` and ``poll=PollPolicy(max_interval=7, jitter=0)`` poll at
+    the same moments and report the same events."""
+    keywords = await _polls(min_interval=2.0, max_interval=7.0, jitter=0.0)
+    policy = await _polls(poll=PollPolicy(min_interval=2.0, max_interval=7.0, jitter=0.0))
+    assert keywords == policy
+    assert keywords[1][-1] is EventKind.DONE
+    assert keywords != await _polls(min_interval=2.0, max_interval=30.0, jitter=0.0)  # it counts
 
 
 async def test_a_cadence_keyword_replaces_that_field_of_the_policy() -> None:

@@ -15,11 +15,13 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from .._models import BatchStatus
 from .._version import __version__
+from ..testing._sim_config import Flag, FlagKind, config_flags
 from .io import PROG
 
 
@@ -481,42 +483,46 @@ def _create(parser: argparse.ArgumentParser) -> None:
     _add_watch_options(parser)
 
 
+_FLAG_TYPES: dict[FlagKind, Callable[[str], object]] = {
+    "text": str,
+    "whole": _int,
+    "port": _port,
+    "positive": _positive_float,
+    "rate": _rate,
+    "url": _webhook_url,
+}
+
+_WEBHOOK_FIELDS = ("webhook_urls", "webhook_secret", "webhook_fault_rate")
+
+
 def _simulate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=_port, default=8000, help="port (default: 8000; 0: any free one)"
-    )
-    parser.add_argument("--seed", type=_int, default=0, help="seed for every random choice")
-    numbers: tuple[tuple[str, Callable[[str], float], float, str, str], ...] = (
-        ("--item-seconds", _positive_float, 20.0, "S", "mean time one item takes (default: 20)"),
-        ("--item-failure-rate", _rate, 0.0, "R", "fraction of items that fail (default: 0)"),
-        ("--fault-rate", _rate, 0.0, "F", "fraction of requests given a fault (default: 0)"),
-        ("--expire-after", _positive_float, 86_400.0, "S", "seconds until a batch expires"),
-        ("--time-scale", _positive_float, 1.0, "X", "simulated seconds per real second"),
-    )
-    for flag, kind, default, metavar, text in numbers:
-        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
+    """Every flag-carrying field of `SimulatorConfig`, the webhook ones in their own group."""
     group = parser.add_argument_group("webhooks")
-    group.add_argument(
-        "--webhook-url",
-        action="append",
-        default=[],
-        type=_webhook_url,
-        metavar="URL",
-        help="POST signed webhooks to URL (repeat for several)",
-    )
-    group.add_argument(
-        "--webhook-secret",
-        metavar="SECRET",
-        help="secret to sign them with (default: $TWELVELABS_WEBHOOK_SECRET); never printed",
-    )
-    group.add_argument(
-        "--webhook-fault-rate",
-        type=_rate,
-        default=0.0,
-        metavar="F",
-        help="fraction of deliveries with a bad signature or stale timestamp, and of "
-        "duplicates (default: 0)",
+    for name, flag, default in config_flags():
+        _config_flag(group if name in _WEBHOOK_FIELDS else parser, name, flag, default)
+
+
+def _config_flag(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    name: str,
+    flag: Flag,
+    default: object,
+) -> None:
+    """The flag of one `SimulatorConfig` field: ``item_seconds`` is ``--item-seconds``."""
+    default = default if flag.cli_default is None else flag.cli_default
+    help_text = flag.help
+    if default not in (None, (), "") and "default:" not in help_text:
+        shown = f"{default:g}" if isinstance(default, float) else default
+        help_text += f" (default: {shown})"
+    option = "--" + (name.removesuffix("s") if flag.repeat else name).replace("_", "-")
+    parser.add_argument(
+        option,
+        dest=name,
+        type=_FLAG_TYPES[flag.kind],
+        action="append" if flag.repeat else "store",
+        default=[] if flag.repeat else default,
+        metavar=flag.metavar,
+        help=help_text,
     )
 
 
@@ -548,14 +554,11 @@ def _webhook_verify(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--time-scale",
-        type=_positive_float,
-        default=10.0,
-        metavar="X",
-        help="simulated seconds per real second (default: 10)",
-    )
-    parser.add_argument("--seed", type=_int, default=9, help="seed for the simulator (default: 9)")
+    """The demo's simulator options: the config's flags with the demo's defaults."""
+    demo_defaults: dict[str, object] = {"time_scale": 10.0, "seed": 9}
+    for name, flag, _ in config_flags():
+        if name in demo_defaults:
+            _config_flag(parser, name, replace(flag, cli_default=demo_defaults[name]), None)
     _view_options(parser)
 
 

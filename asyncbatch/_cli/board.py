@@ -4,13 +4,14 @@ A `Board` keeps one `Row` per batch: the newest snapshot, the final event if
 one came, and the first observation, from which it derives a rate (items
 processed, ready or failed, per second since the watch began; canceled items
 are not processed, they stop at once) and an ETA. It also decides the
-command's exit status and writes the end-of-watch summary. Times are plain
+watch's `Verdict` and writes the end-of-watch summary. Times are plain
 numbers on any monotonic clock, passed in, so every figure is reproducible.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .._errors import AuthenticationError, PermissionDeniedError
 from .._events import Event, EventKind
@@ -24,9 +25,16 @@ from .render import (
     outcome_text,
 )
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+
+class Verdict(Enum):
+    """How a watch ended as a whole; `watch.report_exit` gives it its exit status."""
+
+    SUCCEEDED = "succeeded"
+    """Every batch this watch answers for (if any) completed with all its items ready."""
+    FAILED = "failed"
+    """Some batch failed, was canceled, vanished, had failed items or never ended."""
+    KEY_REFUSED = "key refused"
+    """The API refused the key: no batch outcome means anything until that is fixed."""
 
 
 @dataclass(slots=True)
@@ -219,17 +227,17 @@ class Board:
         row.observe(event, now)
         return row
 
-    def exit_status(self) -> int:
-        """0 when every batch succeeded, 2 when the key was refused, else 1.
+    def verdict(self) -> Verdict:
+        """How the watch ended: succeeded only when every batch did, key refused over all else.
 
         A replica answers for the batches it reported the end of, or gave up on.
         """
         rows = [row for row in self.rows.values() if not self._handed_over(row)]
         if any(row.auth_failed for row in rows):
-            return EXIT_USAGE
-        if rows and all(row.succeeded for row in rows):
-            return EXIT_OK
-        return EXIT_FAILED if rows else EXIT_OK
+            return Verdict.KEY_REFUSED
+        if all(row.succeeded for row in rows):
+            return Verdict.SUCCEEDED
+        return Verdict.FAILED
 
     def _handed_over(self, row: Row) -> bool:
         return self.replica and row.final is None

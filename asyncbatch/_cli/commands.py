@@ -14,8 +14,8 @@ from typing import Any
 
 from .._client import Client
 from .._errors import NotFoundError
-from .board import EXIT_USAGE
 from .create import load_create_body
+from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .io import CommandError, Streams
 from .render import NO_SUCH_BATCH, batch_json, batch_line, json_text, struct_json, terminal_text
 from .view import make_view
@@ -24,13 +24,13 @@ from .watch import follow, report_exit, watch_options
 
 async def status_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
     """Print each batch; a missing one is reported and the others still shown."""
-    exit_status = 0
+    exit_status = EXIT_OK
     for batch_id in args.batch_ids:
         try:
             batch = await client.batches.retrieve(batch_id)
         except NotFoundError:
             streams.error(f"{batch_id}: {NO_SUCH_BATCH}")
-            exit_status = 1
+            exit_status = EXIT_FAILED
             continue
         streams.out(json_text(batch_json(batch)) if args.json else batch_line(batch))
     return exit_status
@@ -48,7 +48,7 @@ async def list_command(client: Client, args: argparse.Namespace, streams: Stream
                 break
     if not shown and not args.json:
         streams.note("no batches")
-    return 0
+    return EXIT_OK
 
 
 async def cancel_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
@@ -58,7 +58,7 @@ async def cancel_command(client: Client, args: argparse.Namespace, streams: Stre
         streams.out(json_text(batch_json(batch)))
     else:
         streams.out(terminal_text(f"{batch.batch_id}: cancel requested, status now {batch.status}"))
-    return 0
+    return EXIT_OK
 
 
 async def delete_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
@@ -68,7 +68,7 @@ async def delete_command(client: Client, args: argparse.Namespace, streams: Stre
         streams.out(json_text({"batch_id": args.batch_id, "deleted": True}))
     else:
         streams.out(f"{args.batch_id}: deleted")
-    return 0
+    return EXIT_OK
 
 
 async def create_command(client: Client, args: argparse.Namespace, streams: Streams) -> int:
@@ -82,7 +82,7 @@ async def create_command(client: Client, args: argparse.Namespace, streams: Stre
     else:
         streams.out(terminal_text(created.batch_id))
     if not args.watch:
-        return 0
+        return EXIT_OK
     view = make_view(streams.stdout, jsonl=args.jsonl, plain=args.plain, note=streams.note)
     board = await follow(client, [created.batch_id], view, watch_options(args))
     return report_exit(board, streams)

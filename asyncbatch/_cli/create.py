@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from .exits import EXIT_USAGE
 from .io import CommandError
 
 _BODY_KEYS = ("defaults", "model_name", "analysis_mode")
@@ -28,9 +29,9 @@ def load_create_body(path: str, stdin: TextIO | None) -> dict[str, Any]:
             with open(path, encoding="utf-8") as file:
                 text = file.read()
     except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}", 2) from None
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}", EXIT_USAGE) from None
     except UnicodeDecodeError:
-        raise CommandError(f"{name} is not UTF-8 text", 2) from None
+        raise CommandError(f"{name} is not UTF-8 text", EXIT_USAGE) from None
     # Editors on Windows start UTF-8 files with a byte order mark; it is not JSON.
     return parse_create_input(text.removeprefix(_BOM), name)
 
@@ -38,7 +39,7 @@ def load_create_body(path: str, stdin: TextIO | None) -> dict[str, Any]:
 def parse_create_input(text: str, name: str) -> dict[str, Any]:
     """Parse the text of a requests file; ``name`` appears in error messages."""
     if not text.strip():
-        raise CommandError(f"{name} holds no requests", 2)
+        raise CommandError(f"{name} holds no requests", EXIT_USAGE)
     try:
         whole = msgspec.json.decode(text)
     except Exception:  # any decoder failure (RecursionError too): try it as JSON Lines
@@ -59,7 +60,9 @@ def _json_lines(text: str, name: str) -> list[Any]:
             requests.append(msgspec.json.decode(line))
         except Exception as exc:  # any decoder failure, RecursionError from deep nesting too
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise CommandError(f"{name} line {number} is not valid JSON ({reason})", 2) from None
+            raise CommandError(
+                f"{name} line {number} is not valid JSON ({reason})", EXIT_USAGE
+            ) from None
     return requests
 
 
@@ -69,14 +72,14 @@ def _body(whole: dict[str, Any], name: str) -> dict[str, Any]:
         if whole.get(key) is not None:
             body[key] = whole[key]
     if "defaults" in body and not isinstance(body["defaults"], dict):
-        raise CommandError(f'{name}: "defaults" must be a JSON object', 2)
+        raise CommandError(f'{name}: "defaults" must be a JSON object', EXIT_USAGE)
     return body
 
 
 def _checked(requests: object, name: str) -> list[Any]:
     if not isinstance(requests, list) or not requests:
-        raise CommandError(f'{name}: "requests" must be a non-empty list of objects', 2)
+        raise CommandError(f'{name}: "requests" must be a non-empty list of objects', EXIT_USAGE)
     for index, request in enumerate(requests, start=1):
         if not isinstance(request, dict):
-            raise CommandError(f"{name}: request {index} is not a JSON object", 2)
+            raise CommandError(f"{name}: request {index} is not a JSON object", EXIT_USAGE)
     return requests

@@ -18,7 +18,9 @@ from .._client import Client
 from .._errors import ConflictError
 from .._events import Event, EventKind
 from ..testing import ScaledClock, Simulator, SimulatorConfig, loop_clock, serve
+from ..testing._sim_config import config_flags
 from .board import Board, Row
+from .exits import EXIT_FAILED, EXIT_OK
 from .io import CommandError, Streams
 from .view import make_view
 from .watch import follow
@@ -73,7 +75,7 @@ async def demo_command(args: argparse.Namespace, streams: Streams) -> int:
     if canceler.note:  # told only now: a note on stderr would tear a live view on stdout
         streams.note(canceler.note)
     streams.note(_REAL_API_HINT)
-    return 0 if _all_done(board) else 1
+    return EXIT_OK if _all_done(board) else EXIT_FAILED
 
 
 def _failing_assets() -> set[str]:
@@ -139,22 +141,18 @@ def _all_done(board: Board) -> bool:
     return all(row.final is EventKind.DONE for row in board.rows.values())
 
 
+def simulator_config(args: argparse.Namespace, api_key: str) -> SimulatorConfig:
+    """The config that ``simulate``'s flags describe (repeated flags as tuples)."""
+    options: dict[str, Any] = {}
+    for name, _, _ in config_flags():
+        value = getattr(args, name)
+        options[name] = tuple(value) if isinstance(value, list) else value
+    return SimulatorConfig(api_key=api_key, **options)
+
+
 async def simulate_command(args: argparse.Namespace, streams: Streams, api_key: str) -> int:
     """Serve the simulator until cancelled (Ctrl-C); prints its base URL on stdout."""
-    config = SimulatorConfig(
-        api_key=api_key,
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        item_seconds=args.item_seconds,
-        item_failure_rate=args.item_failure_rate,
-        fault_rate=args.fault_rate,
-        expire_after=args.expire_after,
-        time_scale=args.time_scale,
-        webhook_urls=tuple(args.webhook_url),
-        webhook_secret=args.webhook_secret,
-        webhook_fault_rate=args.webhook_fault_rate,
-    )
+    config = simulator_config(args, api_key)
 
     def ready(simulator: Simulator) -> None:
         streams.out(simulator.base_url)
@@ -170,5 +168,7 @@ async def simulate_command(args: argparse.Namespace, streams: Streams, api_key: 
         await serve(config, ready=ready)
     except OSError as exc:
         where = f"{args.host}:{args.port}"
-        raise CommandError(f"simulate: cannot serve on {where}: {exc.strerror or exc}", 1) from None
-    return 0
+        raise CommandError(
+            f"simulate: cannot serve on {where}: {exc.strerror or exc}", EXIT_FAILED
+        ) from None
+    return EXIT_OK

@@ -34,15 +34,11 @@ from .._errors import (
 )
 from .._models import check_batch_id
 from .args import HelpShown, UsageError, parse
-from .board import EXIT_FAILED, EXIT_USAGE
+from .exits import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .io import CommandError, Streams, argv_secrets
 from .logs import relay_logs
 from .render import failure_text
 from .webhooks import SECRET_ENV_VAR, webhook_secret, webhook_verify_command
-
-EXIT_INTERRUPTED = 130
-EXIT_CLOSED_PIPE = 0
-"""The reader of standard output went away: every command stops quietly with this."""
 
 Command = Callable[[Client, argparse.Namespace, Streams], Awaitable[int]]
 
@@ -75,7 +71,7 @@ async def run(
     try:
         args = parse(argv, streams.stdout, streams.stderr)
     except HelpShown:
-        return 0
+        return EXIT_OK
     except UsageError as exc:
         streams.error(str(exc))
         return EXIT_USAGE
@@ -109,7 +105,7 @@ def main() -> None:
 
 async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str, str]) -> int:
     if args.command == "demo":
-        from .demo import demo_command  # noqa: PLC0415 - the simulator loads only here
+        from .demo import demo_command  # noqa: PLC0415 - the demo wiring loads only here
 
         return await demo_command(args, streams)
     if args.command == "webhook-verify":  # offline: no API key, no client
@@ -118,9 +114,9 @@ async def _dispatch(args: argparse.Namespace, streams: Streams, env: Mapping[str
     if not api_key:
         raise CommandError("no API key: pass --api-key KEY or set $TWELVELABS_API_KEY", EXIT_USAGE)
     if args.command == "simulate":
-        from .demo import simulate_command  # noqa: PLC0415 - the simulator loads only here
+        from .demo import simulate_command  # noqa: PLC0415 - the demo wiring loads only here
 
-        if args.webhook_url:
+        if args.webhook_urls:
             args.webhook_secret = webhook_secret(args.webhook_secret, env, "simulate")
             streams.secrets.append(args.webhook_secret)
         return await simulate_command(args, streams, api_key)

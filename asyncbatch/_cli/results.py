@@ -14,6 +14,7 @@ from typing import TextIO
 from .._client import Client
 from .._errors import DecodeError
 from .._models import Batch
+from .exits import EXIT_FAILED, EXIT_OK
 from .io import CommandError, Streams
 from .render import result_line
 
@@ -29,7 +30,7 @@ async def results_command(client: Client, args: argparse.Namespace, streams: Str
             f"results: batch {batch.batch_id} is still {batch.status} "
             f"({batch.finished_items}/{batch.total_items} items done): wait for it with "
             f"'asyncbatch watch {batch.batch_id}', or pass --partial for what is there now",
-            1,
+            EXIT_FAILED,
         )
     if args.output is None:
         counts = await _copy_results(client, batch, streams.stdout, streams)
@@ -38,14 +39,16 @@ async def results_command(client: Client, args: argparse.Namespace, streams: Str
             with open(args.output, "w", encoding="utf-8") as file:  # noqa: ASYNC230 - local file, small writes
                 counts = await _copy_results(client, batch, file, streams)
         except OSError as exc:
-            raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}", 1) from None
+            raise CommandError(
+                f"cannot write {args.output}: {exc.strerror or exc}", EXIT_FAILED
+            ) from None
     written, malformed = counts
     where = "standard output" if args.output is None else args.output
     streams.note(f"{written} result(s) of batch {batch.batch_id} written to {where}")
     if malformed:
         streams.error(f"{malformed} malformed results line(s) were not written (see above)")
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 async def _copy_results(

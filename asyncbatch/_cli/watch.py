@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
-from typing import Any
+from typing import Any, assert_never
 
 import anyio
 
@@ -26,11 +26,12 @@ from .._client import Client
 from .._events import Event, EventKind
 from .._models import ACTIVE_STATUSES
 from .._watcher import Watcher
-from .board import Board, Row
+from .board import Board, Row, Verdict
+from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .io import CommandError, Streams
 from .logs import divert_logs
 from .render import failure_text
-from .state import WatchState, watch_state
+from .store import WatchStore, watch_store
 from .view import REFRESH_SECONDS, View, make_view
 from .webhooks import WEBHOOK_INTERVAL, WEBHOOK_MAX_INTERVAL, webhook_endpoint
 
@@ -71,14 +72,14 @@ async def watch_command(client: Client, args: argparse.Namespace, streams: Strea
             batch_ids += [b.batch_id async for b in batches if b.batch_id not in batch_ids]
         if not batch_ids and args.state is None:
             streams.note("no active batches to watch")
-            return 0
+            return EXIT_OK
     if not batch_ids and args.state is None:
-        raise CommandError("watch: give at least one batch ID, --all-active or --state", 2)
+        raise CommandError("watch: give at least one batch ID, --all-active or --state", EXIT_USAGE)
     async with AsyncExitStack() as stack:
-        state = await stack.enter_async_context(watch_state(args))
+        state = await stack.enter_async_context(watch_store(args))
         board = _initial_board(batch_ids, state, streams)
         if board is None:
-            return 0
+            return EXIT_OK
         options = watch_options(args) | (state.options if state else {})
         on_watcher = None
         if args.webhook_port is not None:  # _cli.run resolved the secret already
@@ -92,7 +93,7 @@ async def watch_command(client: Client, args: argparse.Namespace, streams: Strea
 
 
 def _initial_board(
-    batch_ids: list[str], state: WatchState | None, streams: Streams
+    batch_ids: list[str], state: WatchStore | None, streams: Streams
 ) -> Board | None:
     """The rows to show from the start; None when a ``--state`` watch has nothing to do.
 
@@ -125,10 +126,16 @@ def _initial_board(
 
 def report_exit(board: Board, streams: Streams) -> int:
     """The exit status for a finished watch; a refused key also gets its error line."""
-    status = board.exit_status()
-    if any(row.auth_failed for row in board.rows.values()):
-        streams.error("the API key was refused: check --api-key or $TWELVELABS_API_KEY")
-    return status
+    match verdict := board.verdict():
+        case Verdict.SUCCEEDED:
+            return EXIT_OK
+        case Verdict.FAILED:
+            return EXIT_FAILED
+        case Verdict.KEY_REFUSED:  # like a wrong --api-key: fix the invocation, then retry
+            streams.error("the API key was refused: check --api-key or $TWELVELABS_API_KEY")
+            return EXIT_USAGE
+        case _:
+            assert_never(verdict)
 
 
 async def follow(

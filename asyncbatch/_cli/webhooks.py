@@ -20,6 +20,7 @@ import msgspec
 
 from .._errors import WebhookVerificationError
 from ..webhooks import WebhookServer, serve_webhooks, verify
+from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .io import CommandError, Streams
 from .render import json_text
 
@@ -37,7 +38,9 @@ def webhook_secret(given: str | None, env: Mapping[str, str], command: str) -> s
     secret = given or env.get(SECRET_ENV_VAR)
     if not secret:
         flag = "--secret" if command == "webhook-verify" else "--webhook-secret"
-        raise CommandError(f"{command}: no webhook secret: pass {flag} or set ${SECRET_ENV_VAR}", 2)
+        raise CommandError(
+            f"{command}: no webhook secret: pass {flag} or set ${SECRET_ENV_VAR}", EXIT_USAGE
+        )
     return secret
 
 
@@ -59,7 +62,7 @@ async def webhook_endpoint(
         except OSError as exc:
             where = f"{args.webhook_host}:{args.webhook_port}"
             raise CommandError(
-                f"watch: cannot receive webhooks on {where}: {exc.strerror or exc}", 1
+                f"watch: cannot receive webhooks on {where}: {exc.strerror or exc}", EXIT_FAILED
             ) from None
         streams.note(f"watch: receiving webhooks at {server.url}")
         yield server
@@ -80,9 +83,9 @@ async def webhook_verify_command(
     try:
         event = verify(body, args.signature, secret, tolerance=args.tolerance, now=args.now)
     except WebhookVerificationError as exc:
-        raise CommandError(f"webhook-verify: {exc}", 1) from None
+        raise CommandError(f"webhook-verify: {exc}", EXIT_FAILED) from None
     streams.out(json_text(msgspec.to_builtins(event)))
-    return 0
+    return EXIT_OK
 
 
 def _read_body(file: str, streams: Streams) -> bytes:
@@ -92,6 +95,8 @@ def _read_body(file: str, streams: Streams) -> bytes:
             with open(file, "rb") as handle:
                 return handle.read()
         except OSError as exc:
-            raise CommandError(f"webhook-verify: cannot read {file}: {exc.strerror}", 1) from None
+            raise CommandError(
+                f"webhook-verify: cannot read {file}: {exc.strerror}", EXIT_FAILED
+            ) from None
     raw = getattr(streams.stdin, "buffer", None)
     return raw.read() if raw is not None else streams.stdin.read().encode()

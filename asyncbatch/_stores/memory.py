@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import msgspec
+from anyio.abc import AsyncResource
 
 from .._events import is_stale
 from .._models import Batch, decode_body
@@ -83,7 +84,7 @@ class StateStore(Protocol):
         ...
 
 
-class MemoryStore:
+class MemoryStore(AsyncResource):
     """A `StateStore` in a dict: survives a watcher, not the process."""
 
     def __init__(self) -> None:
@@ -108,4 +109,4 @@ class MemoryStore:
         self._records.pop(batch_id, None)
 
     async def aclose(self) -> None:
-        return None
+        """Nothing to release (``async with MemoryStore() as store:`` works, as for any store)."""

@@ -1,4 +1,4 @@
-"""`open_state`: a state store (and, for Redis, replica coordination) named by one URL.
+"""`open_store`: a state store (and, for Redis, replica coordination) named by one URL.
 
 The command line's ``--state`` takes one of:
 
@@ -35,7 +35,7 @@ _FORMS = "memory://, sqlite:///PATH or redis://HOST:PORT/DB"
 
 
 @dataclass
-class OpenedState(AsyncResource):
+class OpenedStore(AsyncResource):
     """What a ``--state`` URL opened. ``gate`` and ``leases`` are None unless it is shared (Redis).
 
     Close it (``async with`` or `aclose`) to release the store and its connection.
@@ -55,7 +55,7 @@ class OpenedState(AsyncResource):
                 await self._client.aclose()
 
 
-def open_state(url: str) -> OpenedState:
+def open_store(url: str) -> OpenedStore:
     """The store named by ``url`` (see the module documentation); `ValueError` if malformed.
 
     Nothing connects yet: a SQLite file is opened, and a Redis server
@@ -64,7 +64,7 @@ def open_state(url: str) -> OpenedState:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "memory":
-        return OpenedState(MemoryStore())
+        return OpenedStore(MemoryStore())
     if scheme == "sqlite":
         return _sqlite(parts.netloc, parts.path, parse_qs(parts.query))
     if scheme in ("redis", "rediss", "unix"):
@@ -72,19 +72,19 @@ def open_state(url: str) -> OpenedState:
     raise ValueError(f"unsupported state URL {_shown(url)!r}: use {_FORMS}")
 
 
-def _sqlite(netloc: str, path: str, query: dict[str, list[str]]) -> OpenedState:
+def _sqlite(netloc: str, path: str, query: dict[str, list[str]]) -> OpenedStore:
     # sqlite:///rel.db has path "/rel.db"; sqlite:////abs.db has "//abs.db".
     if netloc or len(path) < 2:
         raise ValueError("a SQLite state URL is sqlite:///relative.db or sqlite:////absolute.db")
     synchronous = query.get("synchronous", ["FULL"])[-1].upper()
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError("sqlite state: synchronous must be FULL or NORMAL")
-    return OpenedState(
+    return OpenedStore(
         SQLiteStore(path[1:], synchronous="NORMAL" if synchronous == "NORMAL" else "FULL")
     )
 
 
-def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> OpenedState:
+def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> OpenedStore:
     try:
         from redis.asyncio import Redis  # noqa: PLC0415 - the redis extra is optional
 
@@ -104,7 +104,7 @@ def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> Op
     def leases(owner: str | None, lease_seconds: float) -> Leases:
         return RedisLeases(client, owner, lease_seconds, prefix=prefix)
 
-    return OpenedState(RedisStore(client, prefix=prefix), gate, leases, client)
+    return OpenedStore(RedisStore(client, prefix=prefix), gate, leases, client)
 
 
 def _shown(url: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._clocks import Clock
 from ._sim_errors import bad_request
-from ._sim_state import (
+from ._sim_model import (
     BATCH_STATUSES,
     BatchRecord,
     BatchStore,

@@ -1,6 +1,6 @@
 """The simulator's webhook outbox: which deliveries are due, as a pure function of time.
 
-Batches are computed lazily from the clock (`_sim_state`), so nothing tells
+Batches are computed lazily from the clock (`_sim_model`), so nothing tells
 the outbox that an item finished: `Outbox.collect` looks at the batches at
 ``now`` and queues one delivery per endpoint for every item that became
 ``ready`` or ``failed`` (``analyze.task.ready`` / ``analyze.task.failed``)
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ._sim_state import (
+from ._sim_model import (
     TERMINAL,
     BatchRecord,
     ItemPlan,

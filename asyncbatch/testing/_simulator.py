@@ -1,18 +1,19 @@
 """`Simulator`: the TwelveLabs batch API on 127.0.0.1, in-process, for tests and demos.
 
-It ties the pieces together: the batch model (`_sim_state`) read at the
+It ties the pieces together: the batch model (`_sim_model`) read at the
 clock's time (`_sim_account`), served over aiohttp.web (`_sim_http`) with
 seeded faults (`_faults`), and signed webhook deliveries (`_sim_outbox`,
-`_sim_webhooks`) sent by a task the ``async with`` block owns. `serve` and
-`SimulatorConfig` are the command line's entry point (``asyncbatch simulate``).
+`_sim_webhooks`) sent by a task the ``async with`` block owns, configured by
+one `SimulatorConfig` (`_sim_config`). `serve` is the command line's entry
+point (``asyncbatch simulate``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -24,13 +25,11 @@ from aiohttp import web
 from ._clocks import Clock, ManualClock, ScaledClock, loop_clock
 from ._faults import FaultInjector, FaultRule
 from ._sim_account import SimulatedAccount
-from ._sim_http import API_PREFIX, Counters, ErrorStyle, SimulatorStats, build_app
+from ._sim_config import DEFAULT_START, SimulatorConfig, takes_fields_of
+from ._sim_http import API_PREFIX, Counters, SimulatorStats, build_app
+from ._sim_model import Lifecycle, result_lines
 from ._sim_outbox import Outbox
-from ._sim_state import Lifecycle, result_lines
 from ._sim_webhooks import WebhookAttempt, WebhookFaults, WebhookSender
-
-DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
-"""Wall-clock time of the simulator's first clock reading, unless told otherwise."""
 
 
 class Simulator:
@@ -44,36 +43,9 @@ class Simulator:
     Batches progress by themselves as the clock moves: nothing runs in the
     background; each read computes the state at the current time.
 
-    Args:
-        api_key: the only key accepted; any other (or none) gets 401.
-        seed: all randomness (IDs, item durations, failures, faults) comes from it.
-        clock: seconds as a float; default the event loop's clock (virtual
-            under `VirtualTimeLoop`). Use `ManualClock` to step time by hand.
-        start: wall-clock time (aware) of the clock's first reading; every
-            timestamp is ``start`` plus clock time elapsed.
-        item_seconds: mean time one item takes (each draws 0.5x to 1.5x).
-        item_failure_rate: fraction of items that end ``failed``.
-        items_at_once: items of one batch processed at the same time.
-        pending_seconds: mean time from creation to the first item starting.
-        cancel_seconds: least time a canceled batch stays ``canceling``.
-        expire_after: seconds from creation to ``expires_at`` (the API: 24 h).
-        retention: seconds from creation until the batch is gone (the API: 30 days).
-        max_active: active batches allowed per account (the API: 5).
-        missing_assets: asset IDs that answer create with 404.
-        failing_assets: asset IDs whose items always end ``failed`` (asset_unavailable).
-        unready_assets: asset IDs that answer create with 409.
-        faults: `FaultRule` s, tried in order for every request.
-        fault_rate: shorthand for one more rule with every kind at short
-            values (``Retry-After`` 1 s, latency up to 1 s).
-        gateway_errors: ``"nested"`` or ``"flat"`` body for 401 and injected 429.
-        webhook_urls: endpoints that get a signed POST when an item ends
-            ``ready`` or ``failed`` and when a batch ends (see docs/simulator.md).
-        webhook_secret: the key deliveries are signed with; needed with URLs.
-        webhook_faults: rates of bad signatures, stale timestamps and duplicates.
-        webhook_attempts: attempts per delivery before it is given up.
-        webhook_backoff: seconds before the 2nd attempt, doubling after each.
-        webhook_clock: Unix seconds for ``t=`` and ``created_at``; default the
-            simulator's own timeline (``start`` plus clock time elapsed).
+    It takes the fields of `SimulatorConfig` as keywords (the options and
+    their defaults are listed there, once), or a whole config with
+    `Simulator.from_config`.
 
     Deliveries are sent by a task that ``async with`` starts, which sleeps
     until the next item or batch end. With a `ManualClock`, no task runs:
@@ -84,81 +56,54 @@ class Simulator:
     every choice made where the API is not documented.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        seed: int = 0,
-        clock: Clock | None = None,
-        start: datetime = DEFAULT_START,
-        item_seconds: float = 20.0,
-        item_failure_rate: float = 0.0,
-        items_at_once: int = 4,
-        pending_seconds: float = 2.0,
-        cancel_seconds: float = 1.0,
-        expire_after: float = 86_400.0,
-        retention: float = 30 * 86_400.0,
-        max_active: int = 5,
-        missing_assets: Collection[str] = (),
-        failing_assets: Collection[str] = (),
-        unready_assets: Collection[str] = (),
-        faults: Sequence[FaultRule] = (),
-        fault_rate: float = 0.0,
-        gateway_errors: ErrorStyle = "nested",
-        host: str = "127.0.0.1",
-        port: int = 0,
-        webhook_urls: Sequence[str] = (),
-        webhook_secret: str | None = None,
-        webhook_faults: WebhookFaults | None = None,
-        webhook_attempts: int = 3,
-        webhook_backoff: float = 2.0,
-        webhook_clock: Clock | None = None,
-    ) -> None:
-        if not api_key:
-            raise ValueError("the simulator needs an API key to check")
-        if start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+    @takes_fields_of(SimulatorConfig)
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
         lifecycle = Lifecycle(
-            item_seconds=item_seconds,
-            item_failure_rate=item_failure_rate,
-            items_at_once=items_at_once,
-            pending_seconds=pending_seconds,
-            cancel_seconds=cancel_seconds,
-            expire_after=expire_after,
-            retention=retention,
-            max_active=max_active,
-            missing_assets=frozenset(missing_assets),
-            failing_assets=frozenset(failing_assets),
-            unready_assets=frozenset(unready_assets),
+            item_seconds=config.item_seconds,
+            item_failure_rate=config.item_failure_rate,
+            items_at_once=config.items_at_once,
+            pending_seconds=config.pending_seconds,
+            cancel_seconds=config.cancel_seconds,
+            expire_after=config.expire_after,
+            retention=config.retention,
+            max_active=config.max_active,
+            missing_assets=frozenset(config.missing_assets),
+            failing_assets=frozenset(config.failing_assets),
+            unready_assets=frozenset(config.unready_assets),
         )
-        self.seed = seed
-        self.clock: Clock = clock or loop_clock
-        self._account = SimulatedAccount(
-            lifecycle, seed=seed, clock=self.clock, start=start.astimezone(UTC)
-        )
-        rules = list(faults)
-        if fault_rate:
-            rules.append(FaultRule(rate=fault_rate))
+        self.seed = config.seed
+        self.clock: Clock = config.clock or _scaled(config.time_scale)
+        start = (config.start or DEFAULT_START).astimezone(UTC)
+        self._account = SimulatedAccount(lifecycle, seed=config.seed, clock=self.clock, start=start)
+        rules = list(config.faults)
+        if config.fault_rate:
+            rules.append(FaultRule(rate=config.fault_rate))
         self._counters = Counters()
         self.app = build_app(
             self._account,
-            api_key=api_key,
-            injector=FaultInjector(rules, seed),
+            api_key=config.api_key,
+            injector=FaultInjector(rules, config.seed),
             counters=self._counters,
-            gateway_errors=gateway_errors,
+            gateway_errors=config.gateway_errors,
         )
-        self._host = host
-        self._port = port
+        self._host = config.host
+        self._port = config.port
         self._runner: web.AppRunner | None = None
         self._exit_stack: AsyncExitStack | None = None
         self._webhooks = self._webhook_sender(
-            webhook_urls,
-            webhook_secret,
-            webhook_faults or WebhookFaults(),
-            webhook_clock,
-            attempts=webhook_attempts,
-            backoff=webhook_backoff,
+            config.webhook_urls,
+            config.webhook_secret,
+            config.webhook_fault_rates(),
+            config.webhook_clock,
+            attempts=config.webhook_attempts,
+            backoff=config.webhook_backoff,
         )
+
+    @classmethod
+    def from_config(cls, config: SimulatorConfig) -> Self:
+        """A simulator with every option of ``config``."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(config)})
 
     def _webhook_sender(
         self,
@@ -404,29 +349,6 @@ def _default_defaults(analysis_mode: str) -> dict[str, Any]:
     return {"prompt": {"input_text": "Summarise the video."}}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SimulatorConfig:
-    """The options of ``asyncbatch simulate``; field names match the flags.
-
-    ``time_scale`` is simulated seconds per real second (1.0 is real time).
-    ``port`` 0 picks a free port. ``webhook_fault_rate`` applies to each
-    webhook fault kind. The API key and webhook secret are left out of the repr.
-    """
-
-    api_key: str = field(repr=False)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    seed: int = 0
-    item_seconds: float = 20.0
-    item_failure_rate: float = 0.0
-    fault_rate: float = 0.0
-    expire_after: float = 86_400.0
-    time_scale: float = 1.0
-    webhook_urls: tuple[str, ...] = ()
-    webhook_secret: str | None = field(default=None, repr=False)
-    webhook_fault_rate: float = 0.0
-
-
 async def serve(
     config: SimulatorConfig, *, ready: Callable[[Simulator], object] | None = None
 ) -> None:
@@ -436,24 +358,12 @@ async def serve(
     sped up ``config.time_scale`` times. Webhook signatures are dated by the
     system clock, so that a receiver's timestamp check holds at any time scale.
     """
-    clock: Clock = loop_clock
-    if config.time_scale != 1.0:
-        clock = ScaledClock(config.time_scale, base=loop_clock)
-    sim = Simulator(
-        api_key=config.api_key,
-        seed=config.seed,
-        clock=clock,
-        start=datetime.now(UTC),
-        item_seconds=config.item_seconds,
-        item_failure_rate=config.item_failure_rate,
-        fault_rate=config.fault_rate,
-        expire_after=config.expire_after,
-        host=config.host,
-        port=config.port,
-        webhook_urls=config.webhook_urls,
-        webhook_secret=config.webhook_secret,
-        webhook_faults=_faults_at(config.webhook_fault_rate),
-        webhook_clock=time.time,
+    sim = Simulator.from_config(
+        replace(
+            config,
+            start=config.start or datetime.now(UTC),
+            webhook_clock=config.webhook_clock or time.time,
+        )
     )
     async with sim:
         if ready is not None:
@@ -461,6 +371,6 @@ async def serve(
         await anyio.sleep_forever()
 
 
-def _faults_at(rate: float) -> WebhookFaults:
-    """Every webhook fault kind at ``rate``, the signature ones sharing it."""
-    return WebhookFaults(bad_signature=rate / 2, stale_timestamp=rate / 2, duplicate=rate)
+def _scaled(time_scale: float) -> Clock:
+    """The event loop's clock, sped up ``time_scale`` times."""
+    return loop_clock if time_scale == 1.0 else ScaledClock(time_scale, base=loop_clock)

@@ -1,6 +1,6 @@
 """``asyncbatch watch --state URL [--replica]``: the watcher's durable state, and replicas.
 
-`watch_state` opens the store a ``--state`` URL names (`open_state`), reads
+`watch_store` opens the store a ``--state`` URL names (`open_store`), reads
 what it holds (so an unreachable Redis or an unwritable SQLite path fails
 here, with one line, not in the middle of the view), and gives the `Watcher`
 options that go with it: ``state`` and ``resume=True`` always, so that the
@@ -26,15 +26,15 @@ from typing import Any
 
 from .._errors import StateStoreError
 from .._stores.memory import StoredBatch
-from .._stores.url import OpenedState, _shown, open_state
-from .board import EXIT_FAILED, EXIT_USAGE
+from .._stores.url import OpenedStore, _shown, open_store
+from .exits import EXIT_FAILED, EXIT_USAGE
 from .io import CommandError
 
 DEFAULT_LEASE_SECONDS = 15.0
 
 
 @dataclass(slots=True)
-class WatchState:
+class WatchStore:
     """An opened ``--state`` and what it means for this watch."""
 
     shown: str
@@ -61,13 +61,13 @@ def default_owner() -> str:
 
 
 @asynccontextmanager
-async def watch_state(args: argparse.Namespace) -> AsyncIterator[WatchState | None]:
+async def watch_store(args: argparse.Namespace) -> AsyncIterator[WatchStore | None]:
     """The opened ``--state`` (None without one), closed when the block ends."""
     if args.state is None:
         yield None
         return
     try:
-        opened = open_state(args.state)
+        opened = open_store(args.state)
     except ValueError as exc:
         raise CommandError(f"watch: --state: {exc}", EXIT_USAGE) from None
     async with opened:
@@ -76,13 +76,13 @@ async def watch_state(args: argparse.Namespace) -> AsyncIterator[WatchState | No
         # Refuse a store that cannot serve replicas before reading it: reading a
         # SQLite store creates its file.
         replica = _replica_options(opened, args, owner, shown) if owner is not None else {}
-        state = WatchState(shown, await _records(opened, shown), owner=owner)
+        state = WatchStore(shown, await _records(opened, shown), owner=owner)
         state.options = {"state": opened.store, "resume": True, **replica}
         yield state
 
 
 def _replica_options(
-    opened: OpenedState, args: argparse.Namespace, owner: str, shown: str
+    opened: OpenedStore, args: argparse.Namespace, owner: str, shown: str
 ) -> dict[str, Any]:
     if opened.gate is None or opened.leases is None:
         raise CommandError(
@@ -99,7 +99,7 @@ def _replica_options(
     }
 
 
-async def _records(opened: OpenedState, shown: str) -> list[StoredBatch]:
+async def _records(opened: OpenedStore, shown: str) -> list[StoredBatch]:
     """Everything the store holds; a store that cannot be read is one error line."""
     try:
         return await opened.store.load()
