@@ -216,17 +216,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[Outcome]:
     """Measure, print the table, and return the outcomes."""
     args = parse_args(argv)
-    # The fault mode's refusals are expected; the receiver would log each one as a warning.
-    logging.getLogger("asyncbatch.webhooks").setLevel(logging.ERROR)
     print(machine_line())
     print("virtual time: latencies are simulated seconds; loopback HTTP costs none of them")
     outcomes = []
-    for item_seconds in args.item_seconds:
-        found = anyio.run(
-            measure, item_seconds, args, backend_options={"loop_factory": VirtualTimeLoop}
-        )
-        print(report(found, item_seconds, args))
-        outcomes += found
+    # The fault mode's refusals are expected; the receiver would log each one as a warning.
+    # The level is put back after, so that a caller's own logging (a test's) is unchanged.
+    receiver_logger = logging.getLogger("asyncbatch.webhooks")
+    level = receiver_logger.level
+    receiver_logger.setLevel(logging.ERROR)
+    try:
+        for item_seconds in args.item_seconds:
+            found = anyio.run(
+                measure, item_seconds, args, backend_options={"loop_factory": VirtualTimeLoop}
+            )
+            print(report(found, item_seconds, args))
+            outcomes += found
+    finally:
+        receiver_logger.setLevel(level)
     return outcomes
 
 
