@@ -56,7 +56,7 @@ class Traced:
     def units(self) -> dict[str, str]:
         data = self.reader.get_metrics_data()
         return {
-            metric.name: metric.unit
+            metric.name: metric.unit or ""
             for resource in (data.resource_metrics if data else ())
             for scope in resource.scope_metrics
             for metric in scope.metrics
@@ -84,7 +84,7 @@ def with_userinfo(url: str) -> str:
 
 
 def all_attribute_text(spans: list[ReadableSpan]) -> str:
-    return " ".join(f"{k}={v}" for s in spans for k, v in (s.attributes or {}).items())
+    return " ".join(f"{k}={v!r}" for s in spans for k, v in (s.attributes or {}).items())
 
 
 async def test_official_instrumentation_makes_one_span_per_attempt_named_by_url_template(
