@@ -243,7 +243,7 @@ class WatchGauges:
         items: dict[str, int] = {}
         active = 0
         for event in events:
-            self._dispatch.event(event.kind)
+            self._dispatch.event(str(event.kind))  # a plain str, as for every label
             before = self._counted.pop(event.batch_id, None)
             after = None if event.is_final else event.batch
             if after is not None:
