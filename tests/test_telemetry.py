@@ -59,7 +59,8 @@ class Recorder(TelemetryHooks):
         assert self.totals["active"] <= self.totals["open"] <= self.totals["tracked"]
 
     def items(self, changes: Mapping[str, int]) -> None:
-        assert changes and all(changes.values())
+        assert changes
+        assert all(changes.values())
         self.items_now.update(changes)
         assert min(self.items_now.values()) >= 0
 
@@ -168,20 +169,22 @@ async def test_a_discarded_batch_and_added_ones_keep_the_counts_exact(recorder: 
     active counts with it; nothing is left over once the watcher exits."""
     async with Simulator(api_key=API_KEY, seed=3, item_seconds=60.0) as sim:
         first, second, third = (sim.create_batch(n)["batch_id"] for n in (2, 2, 3))
-        async with Client(api_key=API_KEY, base_url=sim.base_url) as client:
-            async with client.watch([first], min_interval=5.0, stop_when_done=False) as watcher:
-                watcher.add(second)
-                watcher.add(third)
-                assert recorder.totals["tracked"] == 3
-                seen: set[str] = set()
-                async for event in watcher:
-                    seen.add(event.batch_id)
-                    if seen == {first, second, third}:
-                        break
-                assert recorder.totals["active"] == 3
-                watcher.discard(second)
-                assert (recorder.totals["tracked"], recorder.totals["active"]) == (2, 2)
-                assert recorder.items_now.total() == 5  # the two batches left: 2 and 3 items
+        async with (
+            Client(api_key=API_KEY, base_url=sim.base_url) as client,
+            client.watch([first], min_interval=5.0, stop_when_done=False) as watcher,
+        ):
+            watcher.add(second)
+            watcher.add(third)
+            assert recorder.totals["tracked"] == 3
+            seen: set[str] = set()
+            async for event in watcher:
+                seen.add(event.batch_id)
+                if seen == {first, second, third}:
+                    break
+            assert recorder.totals["active"] == 3
+            watcher.discard(second)
+            assert (recorder.totals["tracked"], recorder.totals["active"]) == (2, 2)
+            assert recorder.items_now.total() == 5  # the two batches left: 2 and 3 items
     assert +recorder.totals == Counter()
     assert +recorder.items_now == Counter()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import re
+import socket
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +29,10 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "telemetry.md"
 
 # Each metric family's type and label names; a batch or custom ID is never among them.
 EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
-    "asyncbatch_client_requests": ("counter", frozenset({"http_request_method", "url_template", "outcome"})),
+    "asyncbatch_client_requests": (
+        "counter",
+        frozenset({"http_request_method", "url_template", "outcome"}),
+    ),
     "asyncbatch_client_request_duration_seconds": (
         "histogram",
         frozenset({"http_request_method", "url_template", "outcome"}),
@@ -47,7 +52,9 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
 HISTOGRAM_LABEL = "le"
 
 
-def families(registry: CollectorRegistry) -> dict[str, tuple[str, frozenset[str], list[dict[str, str]]]]:
+def families(
+    registry: CollectorRegistry,
+) -> dict[str, tuple[str, frozenset[str], list[dict[str, str]]]]:
     """Each family in ``registry``: its type, the label names of its samples, their labels."""
     found = {}
     for metric in registry.collect():
@@ -57,7 +64,9 @@ def families(registry: CollectorRegistry) -> dict[str, tuple[str, frozenset[str]
     return found
 
 
-async def test_a_watch_through_prometheus_hooks_has_asyncbatch_names_and_no_batch_id_label() -> None:
+async def test_a_watch_through_prometheus_hooks_has_asyncbatch_names_and_no_batch_id_label() -> (
+    None
+):
     """A watch through 503s and 429s: every family is named asyncbatch_..., has its documented
     type and label set, counts what the simulator served and the consumer read, and no label
     value is a batch ID."""
@@ -168,12 +177,24 @@ async def test_watch_with_a_taken_metrics_port_says_so() -> None:
     assert served == 0
 
 
+async def test_watch_with_a_metrics_port_without_prometheus_client_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without prometheus_client the command says which package to install, exit status 2."""
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    async with Simulator(api_key=API_KEY, seed=1) as sim:
+        batch_id = sim.create_batch(1)["batch_id"]
+        env = {"TWELVELABS_API_KEY": API_KEY, "TWELVELABS_BASE_URL": sim.base_url}
+        out, err = io.StringIO(), io.StringIO()
+        status = await run(["watch", "--metrics-port", "0", batch_id], out, err, env=env)
+    assert status == 2
+    assert "--metrics-port needs prometheus_client: pip install prometheus_client" in err.getvalue()
+
+
 class _listening:
     """A loopback socket that listens, so its port is taken."""
 
     def __enter__(self) -> int:
-        import socket
-
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen()

@@ -174,7 +174,7 @@ over within about 4/3 of --lease seconds. A replica runs until --deadline or Ctr
       --rate 5 --burst 5 --lease 15 --all-active
 
 With --metrics-port, Prometheus metrics are served at /metrics while watching
-(needs prometheus_client: pip install 'asyncbatch[prometheus]').
+(needs prometheus_client, the 'asyncbatch[prometheus]' extra).
   asyncbatch watch --all-active --metrics-port 9464
 """,
     "results": """\

@@ -63,7 +63,7 @@ def _registry(command: str) -> CollectorRegistry:
     except ImportError:
         raise CommandError(
             f"{command}: --metrics-port needs prometheus_client: "
-            "pip install 'asyncbatch[prometheus]'",
+            "pip install prometheus_client (the 'asyncbatch[prometheus]' extra)",
             2,
         ) from None
     registry = CollectorRegistry()
