@@ -15,6 +15,7 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from asyncbatch import Client, JobProgress, PrometheusHooks, set_telemetry_hooks, telemetry_hooks
 from asyncbatch._cli.main import run
@@ -85,12 +86,12 @@ async def test_a_watch_through_prometheus_hooks_has_asyncbatch_names_and_no_batc
     finally:
         set_telemetry_hooks()
     found = families(registry)
-    for name, (kind, labels, _) in found.items():
+    for name, (kind, names, _) in found.items():
         assert name.startswith("asyncbatch_")
-        assert (kind, labels) == EXPECTED[name], name
+        assert (kind, names) == EXPECTED[name], name
     assert set(found) == set(EXPECTED)
-    for _, _, labels in found.values():
-        assert not any(b in value for ls in labels for value in ls.values() for b in ids)
+    for _, _, samples in found.values():
+        assert not any(b in text for ls in samples for text in ls.values() for b in ids)
     value = registry.get_sample_value
     assert value("asyncbatch_watcher_pauses_total") == stats.rate_limited > 0
     assert value("asyncbatch_watcher_events_total", {"kind": "done"}) == kinds.count("done") == 2
@@ -100,7 +101,7 @@ async def test_a_watch_through_prometheus_hooks_has_asyncbatch_names_and_no_batc
     assert value("asyncbatch_job_items", {"status": "ready"}) == 3
 
 
-def _samples(registry: CollectorRegistry, name: str) -> list[object]:
+def _samples(registry: CollectorRegistry, name: str) -> list[Sample]:
     return [s for m in registry.collect() for s in m.samples if s.name == name]
 
 
