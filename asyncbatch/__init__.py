@@ -6,6 +6,8 @@ ones, and never in a circle; `tests/test_layers.py` checks both):
     _errors _models _retry _budget _redact   leaves: the error tree, the API's structs and the ID
                                              check, RetryPolicy / PollPolicy and the failure
                                              classes, the token bucket, secret redaction
+    _telemetry _telemetry_*                  telemetry hooks and their logging, Prometheus and
+                                             OpenTelemetry integrations (imported lazily)
     _transport _results                      HTTP: auth, timeouts, retries (aiohttp only here),
                                              and the streamed results
     _events _tracker                         the watcher's pure rules: which events a snapshot
@@ -77,6 +79,10 @@ from ._results import ResultStream
 from ._retry import PollPolicy, RetryPolicy
 from ._stores.memory import MemoryStore, StateStore, StoredBatch
 from ._stores.sqlite import SQLiteStore
+from ._telemetry import JobProgress, TelemetryHooks, set_telemetry_hooks, telemetry_hooks
+from ._telemetry_logging import LoggingHooks
+from ._telemetry_otel import OTelMetricsHooks, url_template_trace_config
+from ._telemetry_prometheus import PrometheusHooks
 from ._tracker import Strategy
 from ._version import __version__
 from ._watcher import BatchReader, BatchSource, Watcher, WatcherStatistics, WatchOptions
@@ -111,14 +117,18 @@ __all__ = [
     "InvalidRequestError",
     "ItemError",
     "ItemStatus",
+    "JobProgress",
     "Leases",
     "LocalGate",
+    "LoggingHooks",
     "MediaSource",
     "MemoryStore",
     "NotFoundError",
+    "OTelMetricsHooks",
     "PageInfo",
     "PermissionDeniedError",
     "PollPolicy",
+    "PrometheusHooks",
     "Prompt",
     "RateLimitError",
     "RequestGate",
@@ -136,6 +146,7 @@ __all__ = [
     "StoredBatch",
     "Strategy",
     "TaskResult",
+    "TelemetryHooks",
     "TimeRange",
     "Usage",
     "VideoSource",
@@ -146,6 +157,9 @@ __all__ = [
     "WebhookDelivery",
     "WebhookVerificationError",
     "__version__",
+    "set_telemetry_hooks",
+    "telemetry_hooks",
+    "url_template_trace_config",
 ]
 
 # Public classes report the package as their home, as in tracebacks and reprs.

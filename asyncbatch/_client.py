@@ -72,6 +72,11 @@ class Client(AsyncResource):
             closing it to you. Without one, ``$HTTPS_PROXY``, ``$HTTP_PROXY``
             and ``$NO_PROXY`` apply (read once, here), as in httpx, requests
             and boto3; loopback hosts are never proxied.
+        trace_configs: `aiohttp.TraceConfig` objects for the session the client makes, such as
+            OpenTelemetry's (``create_trace_config()`` of
+            ``opentelemetry-instrumentation-aiohttp-client``); the client adds
+            `url_template_trace_config` beside them, which names the spans by URL
+            template. With ``session``, give them to your session instead.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Client(AsyncResource):
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         key = _first_env(API_KEY_ENV_VARS) if api_key is None else api_key
         if not key:
@@ -94,6 +100,7 @@ class Client(AsyncResource):
             timeout=timeout,
             retry=retry or RetryPolicy(),
             session=session,
+            trace_configs=trace_configs,
         )
         self.batches = Batches(self._transport)
 

@@ -54,6 +54,7 @@ from ._errors import (
 from ._models import SNIPPET_BYTES, decode_body, error_decoder
 from ._redact import redact_url, redact_urls
 from ._retry import RetryPolicy, parse_retry_after, retry_delay, status_is_retryable
+from ._telemetry import current as installed_telemetry
 from ._version import __version__
 
 logger = logging.getLogger("asyncbatch")
@@ -144,6 +145,7 @@ class Transport:
         timeout: float,
         retry: RetryPolicy,
         session: aiohttp.ClientSession | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
         rng: random.Random | None = None,
     ) -> None:
         if not api_key.isprintable() or not api_key.isascii() or api_key != api_key.strip():
@@ -163,8 +165,14 @@ class Transport:
         self._timeout = timeout
         self._default_timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry
+        if trace_configs and session is not None:
+            raise ConfigurationError(
+                "trace_configs apply to the session the client makes: "
+                "create your own session with them instead"
+            )
         self._session = session
         self._owns_session = session is None
+        self._trace_configs = list(trace_configs)
         # A borrowed session keeps its own proxy settings; ours honours the environment.
         self._proxy = env_proxy(base_url) if session is None else {}
         self._rng = rng or random.Random()
@@ -206,8 +214,16 @@ class Transport:
         if self._closed:
             raise ClientClosedError("this client is closed")
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(trace_configs=self._session_trace_configs())
         return self._session
+
+    def _session_trace_configs(self) -> list[aiohttp.TraceConfig] | None:
+        if not self._trace_configs:
+            return None
+        # Imported here: only a client given trace configs pays for the span details.
+        from ._telemetry_otel import url_template_trace_config  # noqa: PLC0415
+
+        return [*self._trace_configs, url_template_trace_config()]
 
     async def request(
         self,
@@ -227,7 +243,7 @@ class Transport:
         """
         url, shown = self._base_url + path, self._shown_url + path
 
-        async def attempt() -> Response:
+        async def attempt(number: int) -> Response:
             timeout = (
                 self._default_timeout
                 if deadline is None
@@ -242,6 +258,7 @@ class Transport:
                     headers=self._headers if body is None else self._json_headers,
                     timeout=timeout,
                     allow_redirects=False,
+                    trace_request_ctx=_resend(number),
                     **self._proxy,
                 ) as response:
                     payload = await _read_body(response, method, shown)
@@ -275,7 +292,7 @@ class Transport:
             total=None, sock_connect=self._timeout, sock_read=self._timeout
         )
 
-        async def attempt() -> aiohttp.ClientResponse:
+        async def attempt(number: int) -> aiohttp.ClientResponse:
             with _ClientErrors(method, shown, creates=False):
                 with anyio.fail_after(self._request_timeout(deadline)):
                     response = await self._client_session().request(
@@ -284,6 +301,7 @@ class Transport:
                         headers=self._headers,
                         timeout=timeout,
                         allow_redirects=False,
+                        trace_request_ctx=_resend(number),
                         **self._proxy,
                     )
                 if response.status < _FIRST_ERROR_STATUS:
@@ -313,7 +331,7 @@ class Transport:
 
     async def _with_retries(
         self,
-        attempt: Callable[[], Awaitable[T]],
+        attempt: Callable[[int], Awaitable[T]],
         method: str,
         path: str,
         retry: RetryPolicy | None,
@@ -321,13 +339,23 @@ class Transport:
     ) -> T:
         policy = retry or self._retry
         for number in range(1, policy.max_attempts + 1):
+            telemetry = installed_telemetry.dispatch  # None unless hooks are installed
+            started = anyio.current_time() if telemetry is not None else 0.0
             try:
-                return await attempt()
+                result = await attempt(number)
             except _Failure as caught:
                 failure = caught
+            else:
+                if telemetry is not None:
+                    telemetry.request(method, path, None, anyio.current_time() - started)
+                return result
+            if telemetry is not None:
+                telemetry.request(method, path, failure.error, anyio.current_time() - started)
             # Decided outside the ``except``: the error raised must not carry the private
             # `_Failure` as its ``__context__`` ("During handling of the above exception...").
             delay = self._delay_before_retry(failure, policy, number, deadline)
+            if telemetry is not None:
+                telemetry.retry(path, failure.error, delay)
             logger.debug(
                 "%s %s failed (%s); retry %d in %.2f s",
                 method,
@@ -351,6 +379,11 @@ class Transport:
         if deadline is not None and anyio.current_time() + delay >= deadline:
             raise failure.error
         return delay
+
+
+def _resend(number: int) -> dict[str, int] | None:
+    """The ``trace_request_ctx`` of attempt ``number``: trace configs see resends counted."""
+    return None if number == 1 else {"http.request.resend_count": number - 1}
 
 
 async def _read_body(response: aiohttp.ClientResponse, method: str, url: str) -> bytes:

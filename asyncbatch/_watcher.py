@@ -67,6 +67,8 @@ from ._events import Event, EventKind
 from ._models import ACTIVE_STATUSES, Batch, check_batch_id, check_not_a_string
 from ._retry import NO_RETRY, PollPolicy, RetryPolicy
 from ._stores.memory import StateStore, StoredBatch
+from ._telemetry import Dispatch, WatchGauges
+from ._telemetry import current as telemetry
 from ._tracker import SWEEP, Action, Strategy, Tracker
 
 logger = logging.getLogger("asyncbatch")
@@ -165,6 +167,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+_ENDPOINTS: Final = ("/analyze/batches/{batch_id}", "/analyze/batches")  # [is a sweep]
 _PAGE_SIZE: Final = 50
 _MAX_SWEEP_PAGES: Final = 4  # 200 batches, where an account has at most 5 active
 
@@ -340,6 +343,8 @@ class Watcher:
         self._auto_ack = auto_ack
         self._unacked: Event | None = None
         self._store_updates: list[tuple[str, bool]] = []  # (batch_id, tracked?) in call order
+        self._telemetry: Dispatch | None = None  # the hooks installed at entry
+        self._gauges: WatchGauges | None = None
 
     def __repr__(self) -> str:
         return (
@@ -364,6 +369,7 @@ class Watcher:
             self._stage = "closed"
             self._close_streams()
             raise
+        self._start_telemetry()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._run)
@@ -388,6 +394,12 @@ class Watcher:
         if self._store is not None:
             await self._store.track(b for b in dict.fromkeys(ids) if b not in records)
 
+    def _start_telemetry(self) -> None:
+        self._telemetry = telemetry.dispatch
+        if self._telemetry is not None:
+            self._gauges = WatchGauges(self._telemetry)
+            self._gauges.counts(self._tracker.tracked_count, self._tracker.open_count)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -405,6 +417,8 @@ class Watcher:
             await task_group.__aexit__(None, None, None)
         finally:
             self._close_streams()
+            if self._gauges is not None:
+                self._gauges.close()
             await self._release_leases()
 
     def _close_streams(self) -> None:
@@ -488,6 +502,8 @@ class Watcher:
             raise RuntimeError("this watcher has stopped; start a new one")
         if self._tracker.add(batch_id, anyio.current_time()):
             self._store_updates.append((batch_id, True))
+            if self._gauges is not None:
+                self._gauges.counts(self._tracker.tracked_count, self._tracker.open_count)
             self._wake_if_sooner()
             return
         state = self._tracker.tracked(batch_id)
@@ -506,6 +522,8 @@ class Watcher:
         if not self._tracker.discard(batch_id):
             return
         self._store_updates.append((batch_id, False))
+        if self._gauges is not None:
+            self._gauges.forget(batch_id, self._tracker.tracked_count, self._tracker.open_count)
         if self._send is not None and not self._ended:
             self._send.send_nowait(_NUDGE)
 
@@ -653,9 +671,13 @@ class Watcher:
         self._last_failure = error
         if isinstance(error, RateLimitError):
             self._counts["rate_limited"] += 1
+            if self._telemetry is not None:
+                self._telemetry.rate_limit_pause(self._tracker.paused_until - now)
             await self._gate.rate_limited(self._tracker.paused_until - now)
         elif not events:
             self._counts["retries"] += 1
+            if self._telemetry is not None:
+                self._telemetry.retry(_ENDPOINTS[action is SWEEP], error, None)
         return events
 
     # -- leases (replicas) ----------------------------------------------------------
@@ -700,6 +722,8 @@ class Watcher:
         for event in events:
             self._send.send_nowait(event)
         self._counts["events"] += len(events)
+        if self._gauges is not None:
+            self._gauges.events(events, self._tracker.tracked_count, self._tracker.open_count)
 
     def _buffered(self) -> int:
         # Counted, not asked of the stream: this runs on every poll.

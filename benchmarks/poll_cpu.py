@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import httpx
 import twelvelabs
+from prometheus_client import CollectorRegistry
 
-from asyncbatch import Client, WatchOptions
+from asyncbatch import Client, PrometheusHooks, WatchOptions, set_telemetry_hooks
 from asyncbatch._models import batch_decoder
 
 from ._bodies import BATCH_ID
@@ -45,6 +46,8 @@ RAW_JSON = "raw aiohttp + json"
 SDK = "twelvelabs AsyncTwelveLabs"
 WATCHER = "asyncbatch Watcher (per-ID)"
 SWEEPER = "asyncbatch Watcher (sweep), per batch"
+PROM_CLIENT = "asyncbatch Client, Prometheus hooks"
+PROM_WATCHER = "asyncbatch Watcher (per-ID), Prometheus hooks"
 
 
 @asynccontextmanager
@@ -233,6 +236,19 @@ async def _wait_until(condition: Callable[[], bool], drain: asyncio.Task[None]) 
         await asyncio.sleep(_MONITOR_PERIOD)
 
 
+def _with_prometheus(measure: Measure) -> Measure:
+    """``measure`` with `PrometheusHooks` installed (on a registry of its own) while it runs."""
+
+    async def measured(base_url: str, concurrency: int, cpu_budget: float) -> Cell:
+        set_telemetry_hooks(PrometheusHooks(CollectorRegistry()))
+        try:
+            return await measure(base_url, concurrency, cpu_budget)
+        finally:
+            set_telemetry_hooks()
+
+    return measured
+
+
 CONTENDERS: dict[str, Measure] = {
     CLIENT: _calls(_asyncbatch_client),
     RAW_MSGSPEC: _calls(_raw_msgspec),
@@ -240,6 +256,8 @@ CONTENDERS: dict[str, Measure] = {
     SDK: _calls(_sdk),
     WATCHER: _measure_watcher,
     SWEEPER: _measure_sweep,
+    PROM_CLIENT: _with_prometheus(_calls(_asyncbatch_client)),
+    PROM_WATCHER: _with_prometheus(_measure_watcher),
 }
 
 
@@ -308,6 +326,8 @@ _TARGETS = (
     (CLIENT, RAW_MSGSPEC, "≤ 1.10x"),
     (WATCHER, RAW_MSGSPEC, "≤ 1.20x"),
     (SWEEPER, WATCHER, "(for scale)"),
+    (PROM_CLIENT, CLIENT, "(cost of Prometheus)"),
+    (PROM_WATCHER, WATCHER, "(cost of Prometheus)"),
     (SDK, CLIENT, "≥ 10x at c=64"),
     (RAW_JSON, RAW_MSGSPEC, "(for scale)"),
 )

@@ -21,6 +21,11 @@ ROOT = Path(asyncbatch.__file__).parent
 # through the `BatchSource` protocol and never imports the client.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("_version", "_errors", "_redact", "_models", "_retry", "_budget")),
+    # Telemetry sits beside the leaves: the transport and the watcher report to it.
+    (
+        "telemetry",
+        ("_telemetry", "_telemetry_logging", "_telemetry_otel", "_telemetry_prometheus"),
+    ),
     ("transport", ("_transport", "_results")),
     ("rules", ("_events", "_tracker")),
     ("shared state", ("_coordination", "_stores")),

@@ -174,6 +174,10 @@ one replica, the fleet shares --rate, and a stopped replica's batches are taken
 over within about 4/3 of --lease seconds. A replica runs until --deadline or Ctrl-C.
   asyncbatch watch --jsonl --state redis://redis.internal:6379/0 --replica \\
       --rate 5 --burst 5 --lease 15 --all-active
+
+With --metrics-port, Prometheus metrics are served at /metrics while watching
+(needs prometheus_client, the 'asyncbatch[prometheus]' extra).
+  asyncbatch watch --all-active --metrics-port 9464
 """,
     "results": """\
 A batch that has not ended is refused (exit 1) unless --partial is given.
@@ -395,6 +399,24 @@ def _watch(parser: argparse.ArgumentParser) -> None:
         help="the endpoint's secret (default: $TWELVELABS_WEBHOOK_SECRET); never printed",
     )
     _state_options(parser)
+    metrics_options(parser)
+
+
+def metrics_options(parser: argparse.ArgumentParser) -> None:
+    """``--metrics-port`` and ``--metrics-host`` (`metrics.metrics_endpoint` serves them)."""
+    group = parser.add_argument_group("metrics")
+    group.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics while watching (0: any free)",
+    )
+    group.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics endpoint binds (default: 127.0.0.1)",
+    )
 
 
 def _state_options(parser: argparse.ArgumentParser) -> None:

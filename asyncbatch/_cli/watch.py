@@ -4,6 +4,7 @@
 each event into a `Board` and the chosen view, redraws a live view a few
 times a second in between, calls an optional hook per event (the demo cancels
 a batch from it), and shows the summary at the end, also when interrupted.
+With ``--metrics-port``, ``watch`` serves Prometheus metrics meanwhile (`metrics`).
 With ``--webhook-port``, ``watch`` runs a webhook endpoint around it and
 attaches the watcher to it (`webhooks`); with ``--state`` it watches with
 a durable store, and with ``--replica`` as one of a fleet (`state`).
@@ -30,6 +31,7 @@ from .board import Board, Row, Verdict
 from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .io import CommandError, Streams
 from .logs import divert_logs
+from .metrics import metrics_endpoint
 from .render import failure_text
 from .store import WatchStore, watch_store
 from .view import REFRESH_SECONDS, View, make_view
@@ -76,6 +78,7 @@ async def watch_command(client: Client, args: argparse.Namespace, streams: Strea
     if not batch_ids and args.state is None:
         raise CommandError("watch: give at least one batch ID, --all-active or --state", EXIT_USAGE)
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(metrics_endpoint(args, streams, "watch"))
         state = await stack.enter_async_context(watch_store(args))
         board = _initial_board(batch_ids, state, streams)
         if board is None:
