@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .._telemetry import set_telemetry_hooks, telemetry_hooks
 from .._telemetry_prometheus import PrometheusHooks
+from .exits import EXIT_FAILED, EXIT_USAGE
 from .io import CommandError, Streams
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ async def metrics_endpoint(
         except OSError as exc:
             where = f"{args.metrics_host}:{port}"
             message = f"{command}: cannot serve metrics on {where}: {exc.strerror or exc}"
-            raise CommandError(message, 1) from None
+            raise CommandError(message, EXIT_FAILED) from None
         url = f"http://{_host(args.metrics_host)}:{_bound_port(site)}/metrics"
         set_telemetry_hooks(*previous, PrometheusHooks(registry))
         streams.note(f"{command}: metrics at {url}")
@@ -64,7 +65,7 @@ def _registry(command: str) -> CollectorRegistry:
         raise CommandError(
             f"{command}: --metrics-port needs prometheus_client: "
             "pip install prometheus_client (the 'asyncbatch[prometheus]' extra)",
-            2,
+            EXIT_USAGE,
         ) from None
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # CPU and memory of this process, where the OS tells
