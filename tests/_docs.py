@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from asyncbatch._cli.args import parse
 
 from asyncbatch._cli import run
+from asyncbatch._cli.args import parse
 from asyncbatch.testing import Simulator
 
 FENCE = re.compile(r"^```(\S*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)

@@ -18,6 +18,10 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
+from rich.console import Console
+
+import asyncbatch
+from asyncbatch import Batch, Event, EventKind, WaitTimeoutError
 from asyncbatch._cli.board import Board
 from asyncbatch._cli.render import NO_SUCH_BATCH
 from asyncbatch._cli.view import (
@@ -29,10 +33,6 @@ from asyncbatch._cli.view import (
     live_table,
     make_view,
 )
-from rich.console import Console
-
-import asyncbatch
-from asyncbatch import Batch, Event, EventKind, WaitTimeoutError
 from tests.test_cli_support import KEY, MISSING_ID, cli, simulator
 
 pytestmark = pytest.mark.anyio

@@ -11,9 +11,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from asyncbatch._cli.create import load_create_body
 
 import asyncbatch
+from asyncbatch._cli.create import load_create_body
 from asyncbatch.testing import Simulator
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

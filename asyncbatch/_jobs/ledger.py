@@ -144,7 +144,9 @@ def settle(
         error = error or ItemError(message=f"left {status} when batch ended {batch_status}")
     if canceling:
         failed = exhausted and status == OutcomeStatus.FAILED
-        return Settlement(OutcomeStatus.FAILED if failed else OutcomeStatus.CANCELED, error)
+        return Settlement(
+            OutcomeStatus.FAILED if failed else OutcomeStatus.CANCELED, error or JOB_CANCELED
+        )
     return Settlement(OutcomeStatus.FAILED if exhausted else WAITING, error)
 
 

@@ -89,6 +89,9 @@ _IDLE_WAIT = (15.0, 300.0)
 
 _RESULT_CHUNK = 200
 
+_RATE_WAIT_LIMIT = 60.0
+"""A 429 on create naming a wait up to this long is the request rate, not a full account."""
+
 
 class JobBatches(Protocol):
     """The batch calls a job makes; `Client.batches` is one."""
@@ -183,6 +186,7 @@ class Job:
         self._watcher: Watcher | None = None
         self._loads: dict[str, int] = {}
         self._foreign = 0
+        self._limit = max_active
         self._probe: int | None = None
         self._canceling = False
         self._done = False
@@ -348,7 +352,7 @@ class Job:
             rate=rate,
             eta=eta,
             slots_in_use=active,
-            slots_free=max(0, self._max_active - self._foreign - active),
+            slots_free=max(0, self._limit - self._foreign - active),
         )
 
     def _entered(self) -> Ledger:
@@ -389,12 +393,13 @@ class Job:
             waiting = counts.get("waiting", 0)
             if not waiting and not active:
                 return
-            free = self._max_active - self._foreign - len(active)
+            free = self._limit - self._foreign - len(active)
             if not waiting or free <= 0:
                 if not active:  # only foreign batches hold the slots: look again later
                     with anyio.move_on_after(idle_wait):
                         await self._wait_for_change()
                     idle_wait = min(idle_wait * 2, _IDLE_WAIT[1])
+                    self._limit = self._max_active
                     await self._count_foreign()
                 else:
                     await self._wait_for_change()
@@ -412,11 +417,17 @@ class Job:
         await self._changed.wait()
 
     async def _count_foreign(self) -> None:
-        """Count the account's active batches that are not this job's."""
+        """Count the account's active batches that are not this job's (kept if the list fails:
+        the next 429 or batch end looks again)."""
         ours = self._entered().known_batch_ids()
-        pages = self._client.batches.list(status=ACTIVE_STATUSES, page_limit=50)
-        async with aclosing(pages) as batches:
-            self._foreign = sum([b.batch_id not in ours async for b in batches])
+        try:
+            pages = self._client.batches.list(status=ACTIVE_STATUSES, page_limit=50)
+            async with aclosing(pages) as batches:
+                self._foreign = sum([b.batch_id not in ours async for b in batches])
+        except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
+            raise
+        except AsyncBatchError as exc:
+            logger.warning("job %s: listing active batches failed: %s", self._tag, exc)
 
     async def _create(self, ledger: Ledger, intent: Intent) -> None:
         requests = [self._request(intent.seq, line, raw) for line, raw in intent.pairs()]
@@ -428,15 +439,9 @@ class Job:
                 defaults=self._defaults,
                 retry=NO_RETRY,
             )
-        except RateLimitError:
+        except RateLimitError as exc:
             ledger.void_intent(intent.seq)  # a 429 proves nothing was made
-            await self._count_foreign()
-            if self._max_active - self._foreign - len(ledger.active_batches()) > 0:
-                # A slot is free by the list: the 429 was the request rate. Wait a little.
-                with anyio.move_on_after(_IDLE_WAIT[0]):
-                    await self._wait_for_change()
-            else:
-                self._foreign = max(self._foreign, self._max_active - len(ledger.active_batches()))
+            await self._no_slot(ledger, exc)
             return
         except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
             ledger.void_intent(intent.seq)
@@ -456,6 +461,16 @@ class Job:
             return
         self._probe = None
         self._started(ledger, intent.seq, created.batch_id, len(intent.lines))
+
+    async def _no_slot(self, ledger: Ledger, error: RateLimitError) -> None:
+        """A 429 on create. With a short ``Retry-After`` it is the request rate: wait that
+        long. Without, the account has no free slot (more batches are active than the job
+        counts): the job takes the slots it has as the limit until one of its batches ends."""
+        if error.retry_after is not None and error.retry_after <= _RATE_WAIT_LIMIT:
+            await anyio.sleep(error.retry_after)
+            return
+        await self._count_foreign()
+        self._limit = self._foreign + len(ledger.active_batches())
 
     def _started(self, ledger: Ledger, seq: int, batch_id: str, size: int) -> None:
         ledger.created(seq, batch_id)
@@ -492,9 +507,23 @@ class Job:
             await self._settle_unknown(ledger, seq)
 
     async def _settle_unknown(self, ledger: Ledger, seq: int) -> None:
-        """Adopt the batch intent ``seq`` made, if the account has it; else void the intent."""
+        """Adopt the batch intent ``seq`` made, if the account has it; else void the intent.
+
+        The search is retried until it completes: voiding an intent whose batch exists
+        would send its requests twice.
+        """
         intent = ledger.intent(seq)
-        batch_id = await self._find_orphan(ledger, seq, len(intent.lines))
+        delay = 1.0
+        while True:
+            try:
+                batch_id = await self._find_orphan(ledger, seq, len(intent.lines))
+                break
+            except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
+                raise
+            except AsyncBatchError as exc:
+                logger.warning("job %s: looking for batch %d failed: %s", self._tag, seq, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 60.0)
         if batch_id is None:
             ledger.void_intent(seq)
             return
@@ -577,6 +606,7 @@ class Job:
             canceling=self._canceling,
         )
         self._loads.pop(batch_id, None)
+        self._limit = self._max_active  # a slot came free: the account's limit applies again
         if self._watcher is not None:
             self._watcher.discard(batch_id)
         if not self._canceling:
