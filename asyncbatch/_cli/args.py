@@ -131,6 +131,7 @@ exit status:
   1  a batch did not end well (failed items, canceled, expired, gone, watch error),
      a results line was malformed, or a request failed (not found, conflict, network)
   2  usage error, missing or refused API key
+  130  interrupted (run: rerun the command to resume)
 """
 
 _EXAMPLES = {
@@ -200,6 +201,21 @@ examples:
   asyncbatch create requests.jsonl --prompt "Summarise the video."
   asyncbatch create requests.jsonl --prompt "List the speakers." --watch
   cat requests.jsonl | asyncbatch create - --prompt "Summarise the video." --json
+""",
+    "run": """\
+A job: any number of requests (FILE: JSON Lines, one request per line) through as
+many batches as it takes, at most the account's free slots at a time. --out gets
+exactly one JSON line per request once it is final: custom_id, line (of FILE),
+status (ready, failed, canceled), data, error, attempts, batch_id, task_id.
+Failed requests, and those an expired batch left unfinished, go into new batches
+until --max-attempts. Everything is recorded in --state (default: OUT.state.db
+beside --out): kill or Ctrl-C the command at any moment and rerun it to resume;
+it appends to --out only what is missing. Exit status 130 after Ctrl-C.
+
+examples:
+  asyncbatch run requests.jsonl --prompt "Summarise the video." --out results.jsonl \\
+      --state sqlite:///job.db --max-attempts 3
+  asyncbatch run --cancel --state sqlite:///job.db
 """,
     "simulate": """\
 Serves a simulated batch API on HOST:PORT until Ctrl-C. Point the other
@@ -481,6 +497,41 @@ def _create(parser: argparse.ArgumentParser) -> None:
     _add_watch_options(parser)
 
 
+def _run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="JSON Lines file, one request per line"
+    )
+    parser.add_argument("--prompt", help="every batch's default prompt (defaults.prompt)")
+    parser.add_argument("--out", metavar="FILE", help="where each request's outcome goes")
+    parser.add_argument(
+        "--state",
+        metavar="URL",
+        help="the job's record: sqlite:///PATH (default: OUT.state.db) or memory://",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="batches a request may go into (default: 3)",
+    )
+    parser.add_argument("--model", help="model name (default: pegasus1.5)")
+    parser.add_argument("--mode", help="analysis mode (default: general)")
+    parser.add_argument(
+        "--cancel", action="store_true", help="cancel the job in --state and its batches"
+    )
+    _view_options(parser)
+
+
+def _check_run(args: argparse.Namespace) -> None:
+    if args.cancel:
+        if args.state is None:
+            raise UsageError("run: --cancel needs --state")
+        return
+    if args.file is None or args.out is None:
+        raise UsageError("run: give FILE and --out (or --cancel --state URL)")
+
+
 def _simulate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument(
@@ -567,6 +618,7 @@ _COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...
     ("cancel", "cancel a batch (queued items stop, running ones finish)", _cancel),
     ("delete", "delete a finished batch and its results", _delete),
     ("create", "create a batch from a file of requests", _create),
+    ("run", "run any number of requests as a resumable job, one result each", _run),
     ("simulate", "serve a simulated batch API until Ctrl-C", _simulate),
     ("demo", "watch a few simulated batches live, no API key needed", _demo),
     ("webhook-verify", "check a captured webhook delivery's signature", _webhook_verify),
@@ -581,4 +633,6 @@ def parse(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> argparse.Names
         args = parser.parse_args(list(argv))
     if args.command == "watch":
         _check_watch(args)
+    if args.command == "run":
+        _check_run(args)
     return args

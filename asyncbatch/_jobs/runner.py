@@ -305,6 +305,13 @@ class Job:
                 self._finals = anyio.Event()
             await self._finals.wait()
 
+    def reconcile(self, delivered: Iterable[int]) -> None:
+        """Make exactly the outcomes of these lines count as delivered, before iterating:
+        every other final outcome comes again (``asyncbatch run`` passes the lines its output
+        file holds, which is where its deliveries really are)."""
+        self._entered().redeliver_all_but(delivered)
+        self._buffer.clear()
+
     async def ack(self, outcome: JobOutcome) -> None:
         """Acknowledge ``outcome``: a job resumed on the same state will not deliver it again."""
         self._acknowledge(self._entered(), outcome.line)
