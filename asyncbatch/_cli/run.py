@@ -43,9 +43,7 @@ async def run_command(client: Client, args: argparse.Namespace, streams: Streams
         return await _cancel(client, args.state, streams)
     out = Path(args.out)
     state = args.state or default_state(out)
-    source = Path(args.file)
-    if not source.is_file():
-        raise CommandError(f"run: cannot read {args.file}: no such file", EXIT_USAGE)
+    source = _readable(Path(args.file))
     written = _written_lines(out, state)
     defaults = {"prompt": {"input_text": args.prompt}} if args.prompt else None
     board = Board()
@@ -66,12 +64,26 @@ async def run_command(client: Client, args: argparse.Namespace, streams: Streams
         started = anyio.current_time()
         view.start(board, started)
         try:
-            with divert_logs(view.log if view.live else None), out.open("a") as file:
+            with divert_logs(view.log if view.live else None), _append(out) as file:
                 await _deliver(job, file, board, view)
         finally:
             view.finish(board, anyio.current_time() - started)
         stats = job.statistics()
     return EXIT_OK if stats.items.get(OutcomeStatus.READY, 0) == stats.total else EXIT_FAILED
+
+
+def _readable(path: Path) -> Path:
+    if not path.is_file():
+        raise CommandError(f"run: cannot read {path}: no such file", EXIT_USAGE)
+    return path
+
+
+def _append(out: Path) -> TextIO:
+    """``--out`` opened for appending (written line by line, flushed after each)."""
+    try:
+        return out.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"run: cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
 
 
 def default_state(out: Path) -> str:
