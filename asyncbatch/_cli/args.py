@@ -521,6 +521,21 @@ def _run(parser: argparse.ArgumentParser) -> None:
         "--cancel", action="store_true", help="cancel the job in --state and its batches"
     )
     _view_options(parser)
+    group = parser.add_argument_group("watching")
+    group.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds between polls of a batch that is moving (default: 10)",
+    )
+    group.add_argument(
+        "--max-interval",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="longest wait between polls of an idle batch (default: 60)",
+    )
 
 
 def _check_run(args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ import anyio
 from .._client import Client
 from .._events import Event
 from .._jobs import Job, JobStatistics, OutcomeStatus, cancel_batches, open_ledger
+from .._retry import PollPolicy
 from .board import EXIT_FAILED, EXIT_OK, Board, Row
 from .io import CommandError, Streams
 from .logs import divert_logs
@@ -55,6 +56,9 @@ async def run_command(client: Client, args: argparse.Namespace, streams: Streams
         analysis_mode=args.mode or "general",
         state=state,
         max_attempts=args.max_attempts,
+        poll=PollPolicy(
+            min_interval=min(args.interval, args.max_interval), max_interval=args.max_interval
+        ),
         auto_ack=False,
         on_event=lambda event: _observed(event, board, view),
     )
