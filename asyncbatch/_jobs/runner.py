@@ -374,6 +374,7 @@ class Job:
             watcher = self._client.watch((), stop_when_done=False, poll=self._poll)
             async with watcher, anyio.create_task_group() as group:
                 self._watcher = watcher
+                await self._count_foreign(strict=True)
                 group.start_soon(self._follow, watcher)
                 await self._recover()
                 for batch_id in self._entered().active_batches():
@@ -391,7 +392,6 @@ class Job:
         """Create batches into free slots until every request is final."""
         ledger = self._entered()
         idle_wait = _IDLE_WAIT[0]
-        await self._count_foreign()
         while True:
             if self._canceling and ledger.cancel_waiting():
                 self._finals.set()
@@ -423,9 +423,13 @@ class Job:
             self._changed = anyio.Event()
         await self._changed.wait()
 
-    async def _count_foreign(self) -> None:
-        """Count the account's active batches that are not this job's (kept if the list fails:
-        the next 429 or batch end looks again)."""
+    async def _count_foreign(self, *, strict: bool = False) -> None:
+        """Count the account's active batches that are not this job's.
+
+        If the list fails the count is kept (the next 429 or batch end looks again), unless
+        ``strict``: the job's first request, which stops a job that cannot reach the API (a
+        wrong URL or key) before it does anything.
+        """
         ours = self._entered().known_batch_ids()
         try:
             pages = self._client.batches.list(status=ACTIVE_STATUSES, page_limit=50)
@@ -434,6 +438,8 @@ class Job:
         except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
             raise
         except AsyncBatchError as exc:
+            if strict:
+                raise
             logger.warning("job %s: listing active batches failed: %s", self._tag, exc)
 
     async def _create(self, ledger: Ledger, intent: Intent) -> None:
