@@ -16,7 +16,9 @@ ones, and never in a circle; `tests/test_layers.py` checks both):
                                              the state stores (memory, SQLite)
     _watcher _wait                           the IO driver (reads through the BatchSource
                                              protocol) and wait()
-    _client                                  Client and its batches resource (watch, wait)
+    _jobs/                                   jobs: many requests through the account's slots,
+                                             a durable ledger, retries, exactly one outcome each
+    _client                                  Client and its batches resource (watch, wait), jobs
     _webhooks/ webhooks redis testing        optional parts: webhook deliveries, the Redis store
                                              and gate, the simulator (and _stores/url, which
                                              opens any store from a --state URL)
@@ -50,6 +52,7 @@ from ._errors import (
     WebhookVerificationError,
 )
 from ._events import Event, EventKind
+from ._jobs import Attempt, Job, JobOutcome, Jobs, JobStatistics, OutcomeStatus
 from ._models import (
     Batch,
     BatchDefaults,
@@ -92,6 +95,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AsyncBatchError",
+    "Attempt",
     "AuthenticationError",
     "BadRequestError",
     "Batch",
@@ -117,7 +121,11 @@ __all__ = [
     "InvalidRequestError",
     "ItemError",
     "ItemStatus",
+    "Job",
+    "JobOutcome",
     "JobProgress",
+    "JobStatistics",
+    "Jobs",
     "Leases",
     "LocalGate",
     "LoggingHooks",
@@ -125,6 +133,7 @@ __all__ = [
     "MemoryStore",
     "NotFoundError",
     "OTelMetricsHooks",
+    "OutcomeStatus",
     "PageInfo",
     "PermissionDeniedError",
     "PollPolicy",

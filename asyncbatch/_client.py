@@ -25,6 +25,7 @@ from ._errors import (
     DecodeError,
     InvalidRequestError,
 )
+from ._jobs import Jobs
 from ._models import (
     BATCH_ID_PATTERN,
     Batch,
@@ -103,6 +104,7 @@ class Client(AsyncResource):
             trace_configs=trace_configs,
         )
         self.batches = Batches(self._transport)
+        self.jobs = Jobs(self)
 
     def __del__(self, _warnings: Any = warnings) -> None:
         # Collected without `close()`: say so in our words (aiohttp would print two

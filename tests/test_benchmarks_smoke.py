@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import decode, latency, poll_cpu, request_cost, scale
+from benchmarks import decode, job_makespan, latency, poll_cpu, request_cost, scale
 
 
 def _child_pids() -> set[int]:
@@ -94,3 +94,12 @@ def test_latency_samples_every_setup(capsys: pytest.CaptureFixture[str]) -> None
     assert [r.setup for r in results] == list(latency.SETUPS)
     assert all(len(r.latencies) == 3 and min(r.latencies) >= 0 for r in results)
     assert len(_table_rows(output)) == len(latency.SETUPS)
+
+
+def test_job_makespan_runs_both_contenders(capsys: pytest.CaptureFixture[str]) -> None:
+    """The makespan benchmark runs the job and the naive chunks and prints one row per size."""
+    results = job_makespan.main(["--sizes", "40,1200"])
+    rows = _table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == ["40", "1200"]
+    assert all(r["job"] > 0 and r["naive"] > 0 for r in results)
+    assert results[1]["naive_batches"] == 2

@@ -17,7 +17,18 @@ from tests.test_cli_support import KEY, MISSING_ID, cli, simulator
 
 pytestmark = pytest.mark.anyio
 
-COMMANDS = ("status", "list", "watch", "results", "cancel", "delete", "create", "simulate", "demo")
+COMMANDS = (
+    "status",
+    "list",
+    "watch",
+    "results",
+    "cancel",
+    "delete",
+    "create",
+    "run",
+    "simulate",
+    "demo",
+)
 OFFLINE_COMMANDS = ("webhook-verify",)
 """Commands that talk to no API, so take no --api-key / --base-url."""
 
@@ -46,7 +57,7 @@ async def test_every_command_has_help_with_examples(command: str) -> None:
 
 
 def test_parser_knows_exactly_the_documented_commands() -> None:
-    """The grammar's subcommands are the ten the tool documents."""
+    """The grammar's subcommands are the eleven the tool documents."""
     parser = build_parser()
     (commands,) = [a for a in parser._actions if a.dest == "command"]
     assert commands.choices is not None

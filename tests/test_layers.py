@@ -30,6 +30,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("rules", ("_events", "_tracker")),
     ("shared state", ("_coordination", "_stores")),
     ("watcher", ("_watcher", "_wait")),
+    # Jobs drive the client's calls and a watcher through protocols (`JobClient`), so that
+    # `Client.jobs` can build one.
+    ("jobs", ("_jobs",)),
     ("client", ("_client",)),
     # `_stores.url` opens any store from a URL, the Redis one included.
     ("features", ("_webhooks", "webhooks", "redis", "testing", "_stores.url")),

@@ -204,3 +204,21 @@ class _listening:
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+async def test_run_with_a_taken_metrics_port_says_so_before_any_request(tmp_path: Path) -> None:
+    """`asyncbatch run --metrics-port` uses the same endpoint as `watch`: a port in use is one
+    error line and exit status 1, and no batch is created."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"video": {"asset_id": "a1"}, "custom_id": "c1"}\n')
+    out_file = tmp_path / "results.jsonl"
+    async with Simulator(api_key=API_KEY, seed=1) as sim:
+        env = {"TWELVELABS_API_KEY": API_KEY, "TWELVELABS_BASE_URL": sim.base_url}
+        with _listening() as port:
+            argv = ["run", str(requests), "--prompt", "Describe.", "--out", str(out_file)]
+            out, err = io.StringIO(), io.StringIO()
+            status = await run([*argv, "--plain", "--metrics-port", str(port)], out, err, env=env)
+        created = sim.stats.requests.get("create", 0)
+    assert status == 1, err.getvalue()
+    assert f"run: cannot serve metrics on 127.0.0.1:{port}" in err.getvalue()
+    assert created == 0

@@ -133,6 +133,7 @@ exit status:
   1  a batch did not end well (failed items, canceled, expired, gone, watch error),
      a results line was malformed, or a request failed (not found, conflict, network)
   2  usage error, missing or refused API key
+  130  interrupted (run: rerun the command to resume)
 """
 
 _EXAMPLES = {
@@ -206,6 +207,21 @@ examples:
   asyncbatch create requests.jsonl --prompt "Summarise the video."
   asyncbatch create requests.jsonl --prompt "List the speakers." --watch
   cat requests.jsonl | asyncbatch create - --prompt "Summarise the video." --json
+""",
+    "run": """\
+A job: any number of requests (FILE: JSON Lines, one request per line) through as
+many batches as it takes, at most the account's free slots at a time. --out gets
+exactly one JSON line per request once it is final: custom_id, line (of FILE),
+status (ready, failed, canceled), data, error, attempts, batch_id, task_id.
+Failed requests, and those an expired batch left unfinished, go into new batches
+until --max-attempts. Everything is recorded in --state (default: OUT.state.db
+beside --out): kill or Ctrl-C the command at any moment and rerun it to resume;
+it appends to --out only what is missing. Exit status 130 after Ctrl-C.
+
+examples:
+  asyncbatch run requests.jsonl --prompt "Summarise the video." --out results.jsonl \\
+      --state sqlite:///job.db --max-attempts 3
+  asyncbatch run --cancel --state sqlite:///job.db
 """,
     "simulate": """\
 Serves a simulated batch API on HOST:PORT until Ctrl-C. Point the other
@@ -409,7 +425,7 @@ def metrics_options(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=_port,
         metavar="PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics while watching (0: any free)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics while running (0: any free)",
     )
     group.add_argument(
         "--metrics-host",
@@ -517,6 +533,57 @@ _FLAG_TYPES: dict[FlagKind, Callable[[str], object]] = {
 _WEBHOOK_FIELDS = ("webhook_urls", "webhook_secret", "webhook_fault_rate")
 
 
+def _run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="JSON Lines file, one request per line"
+    )
+    parser.add_argument("--prompt", help="every batch's default prompt (defaults.prompt)")
+    parser.add_argument("--out", metavar="FILE", help="where each request's outcome goes")
+    parser.add_argument(
+        "--state",
+        metavar="URL",
+        help="the job's record: sqlite:///PATH (default: OUT.state.db) or memory://",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="batches a request may go into (default: 3)",
+    )
+    parser.add_argument("--model", help="model name (default: pegasus1.5)")
+    parser.add_argument("--mode", help="analysis mode (default: general)")
+    parser.add_argument(
+        "--cancel", action="store_true", help="cancel the job in --state and its batches"
+    )
+    _view_options(parser)
+    group = parser.add_argument_group("watching")
+    group.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds between polls of a batch that is moving (default: 10)",
+    )
+    group.add_argument(
+        "--max-interval",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="longest wait between polls of an idle batch (default: 60)",
+    )
+    metrics_options(parser)
+
+
+def _check_run(args: argparse.Namespace) -> None:
+    if args.cancel:
+        if args.state is None:
+            raise UsageError("run: --cancel needs --state")
+        return
+    if args.file is None or args.out is None:
+        raise UsageError("run: give FILE and --out (or --cancel --state URL)")
+
+
 def _simulate(parser: argparse.ArgumentParser) -> None:
     """Every flag-carrying field of `SimulatorConfig`, the webhook ones in their own group."""
     group = parser.add_argument_group("webhooks")
@@ -592,6 +659,7 @@ _COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...
     ("cancel", "cancel a batch (queued items stop, running ones finish)", _cancel),
     ("delete", "delete a finished batch and its results", _delete),
     ("create", "create a batch from a file of requests", _create),
+    ("run", "run any number of requests as a resumable job, one result each", _run),
     ("simulate", "serve a simulated batch API until Ctrl-C", _simulate),
     ("demo", "watch a few simulated batches live, no API key needed", _demo),
     ("webhook-verify", "check a captured webhook delivery's signature", _webhook_verify),
@@ -606,4 +674,6 @@ def parse(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> argparse.Names
         args = parser.parse_args(list(argv))
     if args.command == "watch":
         _check_watch(args)
+    if args.command == "run":
+        _check_run(args)
     return args

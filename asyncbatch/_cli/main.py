@@ -141,6 +141,7 @@ def _commands() -> dict[str, Command]:
         status_command,
     )
     from .results import results_command  # noqa: PLC0415
+    from .run import run_command  # noqa: PLC0415
     from .watch import watch_command  # noqa: PLC0415
 
     return {
@@ -151,6 +152,7 @@ def _commands() -> dict[str, Command]:
         "cancel": cancel_command,
         "delete": delete_command,
         "create": create_command,
+        "run": run_command,
     }
 
 

@@ -152,6 +152,7 @@ class LiveView:
     ready/failed/canceled items, counts, rate, ETA, a total row, and what is being retried."""
 
     live = True
+    title = "asyncbatch watch"
 
     def __init__(self, stream: TextIO) -> None:
         from rich.console import Console  # noqa: PLC0415 - rich is an optional extra
@@ -216,7 +217,7 @@ class LiveView:
         from rich.text import Text  # noqa: PLC0415
 
         elapsed = duration_text(now - self._started_at)
-        title = f"asyncbatch watch: {len(board.rows)} batch(es), {elapsed}"
+        title = f"{self.title}: {len(board.rows)} batch(es), {elapsed}"
         if self._logged:
             title += f", {self._logged} log line(s) above"
         table, legend = live_table(board, self._console.width)

@@ -1,0 +1,95 @@
+"""Jobs: any number of requests through the account's active-batch slots, resumable, with
+exactly one final outcome per request (`Job`, reached as ``client.jobs.run``).
+
+Modules, lower first: `plan` (batch sizing, pure), `outcome` (what a job hands back),
+`ledger` (the durable record in SQLite), `source` (reading requests), `runner` (the job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._models import BatchDefaults
+from .._retry import PollPolicy
+from .ledger import Ledger
+from .outcome import Attempt, JobOutcome, JobStatistics, OutcomeStatus
+from .plan import MAX_BATCH_SIZE, next_batch_size
+from .runner import EventHook, Job, JobClient, cancel_batches, open_ledger
+from .source import Requests
+
+
+class Jobs:
+    """Jobs of a client, reached as ``client.jobs``."""
+
+    def __init__(self, client: JobClient) -> None:
+        self._client = client
+
+    def __repr__(self) -> str:
+        return "<asyncbatch.Jobs>"
+
+    def run(
+        self,
+        requests: Requests,
+        *,
+        defaults: BatchDefaults | Mapping[str, Any] | None = None,
+        model_name: str = "pegasus1.5",
+        analysis_mode: str = "general",
+        state: str = "memory://",
+        max_attempts: int = 3,
+        max_active: int = 5,
+        max_batch_size: int = MAX_BATCH_SIZE,
+        poll: PollPolicy | None = None,
+        auto_ack: bool = True,
+        on_event: EventHook | None = None,
+    ) -> Job:
+        """A `Job` over ``requests``: enter it with ``async with``, iterate its outcomes.
+
+        Args:
+            requests: `BatchItemRequest` s or dicts (an iterable or an async iterable), or
+                the path of a JSON Lines file. They are read to the end into ``state``
+                before the first batch: an invalid request or a repeated ``custom_id``
+                raises `InvalidRequestError` naming every line (up to 20) and sends nothing.
+                A ``state`` that holds the job already is resumed, and its requests are
+                not read again (a file is checked to be the same).
+            defaults: every batch's `BatchDefaults` (e.g. the prompt).
+            model_name, analysis_mode: as for `Batches.create`.
+            state: ``sqlite:///PATH`` (``?synchronous=NORMAL`` optional) to survive a
+                crash, or ``memory://``.
+            max_attempts: batches a request may go into; ``failed`` requests, and those
+                an expired batch left unfinished, go round again until then.
+            max_active: the account's active-batch limit (the API's is 5).
+            max_batch_size: the largest batch (the API allows 1,000).
+            poll: the watcher's `PollPolicy` (default: 10 s to 60 s).
+            auto_ack: asking for the next outcome acknowledges the previous one; set
+                False to call `Job.ack` yourself.
+            on_event: called with each watch `Event` of the job's batches.
+        """
+        return Job(
+            self._client,
+            requests,
+            defaults=defaults,
+            model_name=model_name,
+            analysis_mode=analysis_mode,
+            state=state,
+            max_attempts=max_attempts,
+            max_active=max_active,
+            max_batch_size=max_batch_size,
+            poll=poll,
+            auto_ack=auto_ack,
+            on_event=on_event,
+        )
+
+
+__all__ = [
+    "Attempt",
+    "Job",
+    "JobOutcome",
+    "JobStatistics",
+    "Jobs",
+    "Ledger",
+    "OutcomeStatus",
+    "cancel_batches",
+    "next_batch_size",
+    "open_ledger",
+]

@@ -1,0 +1,368 @@
+"""Jobs through the simulator on virtual time: slots, retries, expiry, 429s, faults, resume,
+orphan adoption and cancel, each checked from the simulator's side as well as the job's."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from asyncbatch import (
+    Client,
+    Event,
+    EventKind,
+    InvalidRequestError,
+    Job,
+    JobOutcome,
+    JobProgress,
+    PollPolicy,
+    TelemetryHooks,
+    set_telemetry_hooks,
+)
+from asyncbatch._jobs import open_ledger
+from asyncbatch.testing import FaultKind, FaultRule, Simulator
+
+pytestmark = pytest.mark.anyio
+
+KEY = "job-key"
+PROMPT = {"prompt": {"input_text": "Describe the video."}}
+FAST = PollPolicy(min_interval=5.0, max_interval=30.0, stagger=0.0)
+
+
+def requests(count: int, *, prefix: str = "c") -> list[dict[str, Any]]:
+    return [
+        {"video": {"asset_id": f"asset-{i}"}, "custom_id": f"{prefix}{i}"} for i in range(count)
+    ]
+
+
+async def run_job(sim: Simulator, source: Any, **options: Any) -> list[JobOutcome]:
+    options.setdefault("defaults", PROMPT)
+    options.setdefault("poll", FAST)
+    async with (
+        Client(api_key=KEY, base_url=sim.base_url) as client,
+        client.jobs.run(source, **options) as job,
+    ):
+        return [outcome async for outcome in job]
+
+
+def sent_lines(sim: Simulator) -> list[tuple[str, str]]:
+    """Every (custom_id, status) the simulator holds, over all its batches."""
+    return [(r["custom_id"], r["status"]) for b in sim.batch_ids() for r in sim.results(b)]
+
+
+def line_of(custom_id: str) -> int:
+    return int(custom_id.rsplit("-", 1)[1])
+
+
+def assert_once_each(outcomes: Iterable[JobOutcome], count: int) -> None:
+    lines = [o.line for o in outcomes]
+    assert sorted(lines) == list(range(1, count + 1))
+
+
+def overlap(sim: Simulator) -> int:
+    """The most batches that were active at the same moment, from the simulator's record."""
+    spans = []
+    for batch_id in sim.batch_ids():
+        body = sim.batch(batch_id)
+        start = sim.clock_at(_when(body["created_at"]))
+        ended = body.get(f"{body['status']}_at")
+        end = sim.now() if ended is None else sim.clock_at(_when(ended))
+        spans += [(start, 1), (end, -1)]
+    level = peak = 0
+    for _, step in sorted(spans):
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_every_request_comes_out_once_through_at_most_five_batches_at_a_time() -> None:
+    async with Simulator(api_key=KEY, seed=3, max_active=5) as sim:
+        outcomes = await run_job(sim, requests(1500))
+        assert_once_each(outcomes, 1500)
+        assert {o.status for o in outcomes} == {"ready"}
+        assert overlap(sim) <= 5
+        # Sized so that every slot stays busy: no create was refused, none wasted.
+        assert sim.stats.requests["create"] == len(sim.batch_ids())
+        sent = sent_lines(sim)
+        assert len(sent) == 1500
+        first = next(o for o in outcomes if o.line == 1)
+        assert first.custom_id == "c0"
+        assert first.data is not None
+        assert first.batch_id is not None
+        assert first.task_id in {r["task_id"] for r in sim.results(first.batch_id)}
+
+
+async def test_foreign_active_batches_leave_the_job_only_the_free_slots() -> None:
+    async with Simulator(api_key=KEY, seed=4, max_active=5, item_seconds=40.0) as sim:
+        foreign = [sim.create_batch(200)["batch_id"] for _ in range(3)]
+        outcomes = await run_job(sim, requests(400))
+        assert_once_each(outcomes, 400)
+        ours = [b for b in sim.batch_ids() if b not in foreign]
+        assert sim.stats.requests["create"] == len(ours)  # never a 429: it counted the others
+        assert overlap(sim) <= 5
+
+
+async def test_a_429_on_create_waits_for_one_of_its_batches_to_end() -> None:
+    # The job believes in five slots; the account allows two: creates beyond two get 429.
+    async with Simulator(api_key=KEY, seed=5, max_active=2) as sim:
+        outcomes = await run_job(sim, requests(600), max_active=5)
+        assert_once_each(outcomes, 600)
+        batches = len(sim.batch_ids())
+        refused = sim.stats.requests["create"] - batches
+        assert refused >= 1
+        # Waited for an end each time, never spun: at most a few refusals per batch.
+        assert refused <= batches + 2
+        assert overlap(sim) <= 2
+
+
+async def test_failed_items_go_round_until_max_attempts_and_ready_is_never_resent() -> None:
+    async with Simulator(
+        api_key=KEY, seed=6, item_failure_rate=0.2, failing_assets={"asset-7"}
+    ) as sim:
+        outcomes = await run_job(sim, requests(300), max_attempts=3)
+        assert_once_each(outcomes, 300)
+        by_line = {o.line: o for o in outcomes}
+        doomed = by_line[8]  # asset-7 is line 8
+        assert doomed.status == "failed"
+        assert doomed.attempts == 3
+        assert [a.status for a in doomed.history] == ["failed"] * 3
+        assert len({a.batch_id for a in doomed.history}) == 3
+        assert doomed.error is not None
+        assert doomed.error.code == "asset_unavailable"
+        retried = [o for o in outcomes if o.status == "ready" and o.attempts > 1]
+        assert retried, "with a 20% failure rate some requests succeeded on a later attempt"
+        assert all(o.history[-1].status == "ready" for o in retried)
+        ready_sent = Counter(line_of(c) for c, status in sent_lines(sim) if status == "ready")
+        assert max(ready_sent.values()) == 1  # a ready request never went into another batch
+        attempts = Counter(line_of(c) for c, _ in sent_lines(sim))
+        assert all(attempts[o.line] == o.attempts for o in outcomes)
+
+
+async def test_items_an_expired_batch_left_unfinished_go_into_new_batches() -> None:
+    async with Simulator(api_key=KEY, seed=7, expire_after=300.0) as sim:
+        outcomes = await run_job(sim, requests(400), max_attempts=4)
+        assert_once_each(outcomes, 400)
+        assert {o.status for o in outcomes} == {"ready"}
+        expired_first = [o for o in outcomes if o.history[0].status == "canceled"]
+        assert expired_first
+        assert all(o.history[0].error is not None for o in expired_first)
+        assert {o.history[0].error.code for o in expired_first if o.history[0].error} == {
+            "batch_expired"
+        }
+        assert any(sim.batch(b)["status"] == "expired" for b in sim.batch_ids())
+
+
+async def test_invalid_lines_and_repeated_custom_ids_are_refused_before_any_request(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "requests.jsonl"
+    source.write_text(
+        '{"video": {"asset_id": "a"}, "custom_id": "x"}\n'
+        "{not json\n"
+        "\n"
+        '{"video": {"asset_id": "b"}, "custom_id": "x"}\n'
+        '{"custom_id": "y"}\n'
+        '{"video": {"asset_id": "c"}, "custom_id": "bad id!"}\n'
+    )
+    async with Simulator(api_key=KEY, seed=8) as sim:
+        with pytest.raises(InvalidRequestError) as caught:
+            await run_job(sim, source, state=f"sqlite:///{tmp_path / 'job.db'}")
+        assert sim.stats.requests == {}
+    message = str(caught.value)
+    assert "line 2: not valid JSON" in message
+    assert "line 4: custom_id 'x' repeats line 1" in message
+    assert "line 5:" in message
+    assert "video" in message
+    assert "line 6:" in message
+    assert "nothing was sent" in message
+
+
+async def test_a_file_source_numbers_outcomes_by_file_line(tmp_path: Path) -> None:
+    source = tmp_path / "requests.jsonl"
+    source.write_text('{"video": {"asset_id": "a"}}\n\n{"video": {"asset_id": "b"}}\n')
+    async with Simulator(api_key=KEY, seed=9) as sim:
+        outcomes = await run_job(sim, source)
+    assert sorted(o.line for o in outcomes) == [1, 3]
+    assert all(o.custom_id is None for o in outcomes)
+
+
+async def test_an_async_iterable_source_is_read_to_the_end() -> None:
+    async def produce() -> AsyncIterator[dict[str, Any]]:
+        for request in requests(50):
+            yield request
+
+    async with Simulator(api_key=KEY, seed=10) as sim:
+        outcomes = await run_job(sim, produce())
+    assert_once_each(outcomes, 50)
+
+
+async def test_a_resumed_job_never_repeats_an_acknowledged_outcome(tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'job.db'}"
+    async with Simulator(api_key=KEY, seed=11) as sim:
+        async with Client(api_key=KEY, base_url=sim.base_url) as client:
+            first: list[JobOutcome] = []
+            async with client.jobs.run(
+                requests(400), defaults=PROMPT, state=state, poll=FAST
+            ) as job:
+                async for outcome in job:
+                    first.append(outcome)
+                    if len(first) == 120:
+                        break  # the 120th was not acknowledged: it comes again
+            batches_before = set(sim.batch_ids())
+            second = await run_job(sim, [], state=state)
+        acknowledged = {o.line for o in first[:-1]}
+        assert not acknowledged & {o.line for o in second}
+        assert first[-1].line in {o.line for o in second}
+        assert_once_each(first[:-1] + second, 400)
+        # The second run adopted the first run's batches instead of sending requests again.
+        assert batches_before <= set(sim.batch_ids())
+        assert len(sent_lines(sim)) == 400
+
+
+async def test_a_batch_created_before_a_crash_is_adopted_not_created_twice(tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'orphan.db'}"
+    async with Simulator(api_key=KEY, seed=13) as sim:
+        ledger = open_ledger(state)
+        with ledger.ingesting(
+            {
+                "input": "complete",
+                "tag": "feedbeef",
+                "model_name": "pegasus1.5",
+                "analysis_mode": "general",
+                "defaults": '{"prompt":{"input_text":"Describe the video."}}',
+            },
+            20,
+        ) as intake:
+            for line in range(1, 31):
+                intake.add((line, f"c{line}", b'{"video":{"asset_id":"a","type":"asset_id"}}'))
+        intent = ledger.new_intent(10)
+        ledger.close()
+        orphan = sim.create_batch(
+            [
+                {
+                    "video": {"type": "asset_id", "asset_id": "a"},
+                    "custom_id": f"feedbeef-{intent.seq}-{n}",
+                }
+                for n in intent.lines
+            ]
+        )["batch_id"]
+        outcomes = await run_job(sim, [], state=state)
+        assert_once_each(outcomes, 30)
+        adopted = [o for o in outcomes if o.line in intent.lines]
+        assert {o.batch_id for o in adopted} == {orphan}
+        sent = Counter(line_of(c) for c, _ in sent_lines(sim))
+        assert set(sent.values()) == {1}  # nothing sent twice, no twin batch
+
+
+async def test_an_intent_without_a_batch_is_sent_once_after_a_crash(tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'job.db'}"
+    async with Simulator(api_key=KEY, seed=14) as sim:
+        ledger = open_ledger(state)
+        with ledger.ingesting(
+            {
+                "input": "complete",
+                "tag": "0badcafe",
+                "model_name": "pegasus1.5",
+                "analysis_mode": "general",
+                "defaults": '{"prompt":{"input_text":"Describe the video."}}',
+            },
+            20,
+        ) as intake:
+            for line in range(1, 21):
+                intake.add((line, None, b'{"video":{"asset_id":"a","type":"asset_id"}}'))
+        ledger.new_intent(20)  # the crash came before the create was sent
+        ledger.close()
+        outcomes = await run_job(sim, [], state=state)
+        assert_once_each(outcomes, 20)
+        assert Counter(line_of(c) for c, _ in sent_lines(sim)) == dict.fromkeys(range(1, 21), 1)
+
+
+async def test_cancel_ends_every_unfinished_request_canceled() -> None:
+    progressed = anyio.Event()
+
+    def on_event(event: Event) -> None:
+        if event.kind is EventKind.PROGRESS:
+            progressed.set()
+
+    async def cancel_when_running(job: Job) -> None:
+        await progressed.wait()
+        await job.cancel()
+
+    async with Simulator(api_key=KEY, seed=15, item_seconds=60.0) as sim:
+        async with Client(api_key=KEY, base_url=sim.base_url) as client:
+            job = client.jobs.run(requests(2000), defaults=PROMPT, poll=FAST, on_event=on_event)
+            async with job, anyio.create_task_group() as group:
+                group.start_soon(cancel_when_running, job)
+                outcomes = [outcome async for outcome in job]
+                stats = job.statistics()
+        assert_once_each(outcomes, 2000)
+        statuses = Counter(str(o.status) for o in outcomes)
+        assert statuses["canceled"] > 1000
+        assert set(statuses) == {"ready", "canceled"}
+        assert stats.items["waiting"] == stats.items["running"] == 0
+        assert all(sim.batch(b)["status"] in ("canceled", "completed") for b in sim.batch_ids())
+
+
+async def test_statistics_count_items_batches_and_attempts() -> None:
+    async with Simulator(api_key=KEY, seed=16, item_failure_rate=0.1) as sim:
+        async with (
+            Client(api_key=KEY, base_url=sim.base_url) as client,
+            client.jobs.run(requests(500), defaults=PROMPT, poll=FAST) as job,
+        ):
+            outcomes = [o async for o in job]
+            stats = job.statistics()
+        assert stats.total == 500
+        assert stats.finished == 500
+        assert sum(stats.items.values()) == 500
+        assert stats.batches_done == len(sim.batch_ids())
+        assert stats.batches_active == 0
+        assert stats.attempts == sum(o.attempts for o in outcomes) == len(sent_lines(sim))
+        assert stats.delivered == 500
+        assert stats.rate is not None
+        assert stats.rate > 0
+        assert stats.eta == 0
+
+
+async def test_a_job_survives_faults_on_every_endpoint() -> None:
+    faults = [
+        FaultRule(rate=0.1, kinds=(FaultKind.HTTP_500, FaultKind.HTTP_503, FaultKind.DROP)),
+        FaultRule(rate=0.1, kinds=(FaultKind.RATE_LIMIT,), endpoints=("create",)),
+    ]
+    async with Simulator(api_key=KEY, seed=17, faults=faults) as sim:
+        outcomes = await run_job(sim, requests(800))
+        assert_once_each(outcomes, 800)
+        assert {o.status for o in outcomes} == {"ready"}
+        sent = Counter(line_of(c) for c, _ in sent_lines(sim))
+        assert set(sent.values()) == {1}  # an ambiguous create never made a twin
+        assert sum(sim.stats.faults.values()) > 0
+
+
+async def test_job_progress_reaches_telemetry_hooks_once_per_ended_batch() -> None:
+    """Installed telemetry hooks get the job's totals each time one of its batches ends; the
+    last report has every request ready and no batch active."""
+    seen: list[JobProgress] = []
+
+    class Recorder(TelemetryHooks):
+        def job_progress(self, job: str, progress: JobProgress) -> None:
+            seen.append(progress)
+
+    set_telemetry_hooks(Recorder())
+    try:
+        async with Simulator(api_key=KEY, seed=3, max_active=5) as sim:
+            outcomes = await run_job(sim, requests(40))
+            batches = len(sim.batch_ids())
+    finally:
+        set_telemetry_hooks()
+    assert_once_each(outcomes, 40)
+    assert len(seen) == batches
+    assert (seen[-1].items["ready"], seen[-1].batches_active) == (40, 0)
+    assert seen[-1].batches_done == batches
