@@ -22,7 +22,7 @@ from asyncbatch.redis import RedisStore
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(asyncbatch.__file__).parent
-OWN_AEXIT = {"Watcher", "Simulator"}
+OWN_AEXIT = {"Watcher", "Simulator", "Job"}  # each exits a task group of its own
 ID = "a" * 24
 
 
@@ -39,8 +39,9 @@ def _classes_with(method: str) -> set[str]:
     return found
 
 
-def test_only_the_watcher_and_the_simulator_write_their_own_aexit() -> None:
-    """Any other ``__aexit__`` would repeat `AsyncResource`'s (the scan sees the two kept)."""
+def test_only_the_task_group_owners_write_their_own_aexit() -> None:
+    """Any other ``__aexit__`` would repeat `AsyncResource`'s: only the watcher, the simulator and
+    a job, which exit task groups they own, keep theirs (the scan sees exactly those)."""
     assert _classes_with("__aexit__") == OWN_AEXIT
 
 
