@@ -329,7 +329,9 @@ async def test_replica_on_redis_runs_until_its_deadline(redis_url: str) -> None:
     assert kinds[small][-1] == "done"
     assert kinds[large][-1] == "error"
     # Every request went through the shared bucket (refilled at 1/s of real time meanwhile).
-    assert requests - 5 <= 500 - tokens <= requests
+    # A worker that had taken its token when the deadline cancelled it sends nothing: up to
+    # one token per worker (8) may be spent without a request, never a request without one.
+    assert requests - 5 <= 500 - tokens <= requests + 8
     assert records[small].final
     assert not records[large].final  # the deadline is this replica's, not the batch's end
     assert second.status == 1, second.err  # canceled is not success
