@@ -11,8 +11,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -169,7 +169,7 @@ async def test_a_restarted_trigger_resumes_from_its_serialized_form_without_dupl
 ) -> None:
     ids = await create(sim, 2)
     first = TwelveLabsBatchTrigger(ids, min_interval=5.0, end_time=time.time() + 86_400.0)
-    runs = first.run()
+    runs = cast(AsyncGenerator[TriggerEvent, None], first.run())
     # The triggerer dies while the batches run: the generator is closed without an event.
     with anyio.move_on_after(20.0) as scope:
         await runs.__anext__()
