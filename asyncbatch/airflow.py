@@ -32,7 +32,7 @@ import msgspec
 
 try:
     from airflow.sdk import BaseHook, BaseOperator, Context, ObjectStoragePath, Variable
-    from airflow.sdk.exceptions import AirflowException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._client import Client
-from ._errors import ConfigurationError, ConflictError, NotFoundError
+from ._errors import ConfigurationError, ConflictError, InvalidRequestError, NotFoundError
 from ._events import Event
 from ._models import Batch, BatchDefaults, BatchItemRequest, check_batch_id, check_not_a_string
 
@@ -316,7 +316,10 @@ class TwelveLabsBatchOperator(_Deferring):
         key = _ledger_key(context)
         recorded = Variable.get(key, default=None)
         self._read_connection()
-        batch_id, created = anyio.run(self._reattach_or_create, recorded)
+        try:
+            batch_id, created = anyio.run(self._reattach_or_create, recorded)
+        except InvalidRequestError as exc:
+            raise AirflowFailException(str(exc)) from exc  # a retry would be refused the same
         if created:
             Variable.set(key, batch_id, description="asyncbatch: the batch of a task in flight")
         self._batch_id = batch_id

@@ -22,6 +22,7 @@ if os.environ.get("ASYNCBATCH_REQUIRE_AIRFLOW"):
 pytest.importorskip("airflow", reason="Airflow is not installed: run `make test-airflow`")
 
 from asyncbatch import Client
+from tests._docs import blocks
 
 ROOT = Path(__file__).parent.parent
 KEY = "dag-secret-key-91b3"
@@ -46,13 +47,15 @@ def simulator() -> Iterator[str]:
         process.stdout.close()
 
 
-def airflow_env(home: Path, base_url: str, output: Path) -> dict[str, str]:
+def airflow_env(
+    home: Path, base_url: str, output: Path, dags: Path = ROOT / "tests" / "airflow_dags"
+) -> dict[str, str]:
     connection = {"conn_type": "generic", "host": base_url, "password": KEY}
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "tests" / "airflow_dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW_CONN_TWELVELABS_DEFAULT": json.dumps(connection),
         "ASYNCBATCH_DAG_OUTPUT": str(output),
         "PYTHONPATH": str(ROOT),
@@ -64,16 +67,13 @@ async def batches_on(base_url: str) -> list[str]:
         return [batch.batch_id async for batch in client.batches.list()]
 
 
-@pytest.mark.timeout(240)
-def test_a_dag_with_the_operator_runs_end_to_end_and_its_retry_reattaches(
-    simulator: str, tmp_path: Path
-) -> None:
-    env = airflow_env(tmp_path / "home", simulator, tmp_path)
+def run_dag(target: str, env: dict[str, str]) -> str:
+    """Migrate the metadata database, ``dag.test()`` the DAG, and answer the output."""
     subprocess.run(  # noqa: S603 - our own fixed arguments
         [BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=120
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "tests.airflow_dags.run", "tests.airflow_dags.twelvelabs_batch"],
+    run = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "tests.airflow_dags.run", target],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -81,8 +81,33 @@ def test_a_dag_with_the_operator_runs_end_to_end_and_its_retry_reattaches(
         timeout=180,
         check=False,
     )
-    log = run.stdout + run.stderr
-    assert "dag-run-state: success" in run.stdout, log[-4000:]
+    return run.stdout + run.stderr
+
+
+@pytest.mark.timeout(240)
+def test_the_dag_of_docs_airflow_md_runs(simulator: str, tmp_path: Path) -> None:
+    [block] = [b for b in blocks(ROOT / "docs" / "airflow.md") if b.language == "python"]
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    dag_file = dags / "analyse_clips.py"
+    dag_file.write_text(block.code)
+    env = airflow_env(tmp_path / "home", simulator, tmp_path, dags)
+    env["AIRFLOW_VAR_RESULTS_DIR"] = str(tmp_path)
+    log = run_dag(str(dag_file), env)
+    assert "dag-run-state: success" in log, log[-4000:]
+    [batch_id] = anyio.run(batches_on, simulator)
+    assert f"batch {batch_id}: 3 ready, 0 failed, results in {tmp_path}/" in log
+    [results] = tmp_path.glob("*.jsonl")
+    assert len(results.read_text().splitlines()) == 3
+
+
+@pytest.mark.timeout(240)
+def test_a_dag_with_the_operator_runs_end_to_end_and_its_retry_reattaches(
+    simulator: str, tmp_path: Path
+) -> None:
+    env = airflow_env(tmp_path / "home", simulator, tmp_path)
+    log = run_dag("tests.airflow_dags.twelvelabs_batch", env)
+    assert "dag-run-state: success" in log, log[-4000:]
     # The first try failed after creating the batch; the retry waited on that same batch.
     [batch_id] = anyio.run(batches_on, simulator)
     summary = json.loads((tmp_path / "summary.json").read_text())
