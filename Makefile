@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CLI_STAMP := $(VENV)/.installed-cli
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: test lint types unit demo wheel clean
+.PHONY: test test-airflow lint types unit demo wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,20 @@ unit: $(TEST_STAMP)
 
 test: lint types unit
 
+# Airflow pins much of the stack, so its tests run in a venv of their own.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -e '.[test,airflow]'
+	touch $(AIRFLOW_STAMP)
+
+test-airflow: $(AIRFLOW_STAMP)
+	$(AIRFLOW_VENV)/bin/mypy asyncbatch/airflow.py tests/test_airflow.py tests/test_airflow_dag.py tests/airflow_dags
+	$(AIRFLOW_VENV)/bin/pytest -q tests/test_airflow.py tests/test_airflow_dag.py
+
 demo: $(CLI_STAMP)
 	$(BIN)/asyncbatch demo
 
@@ -40,4 +54,4 @@ wheel: $(CLI_STAMP)
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) build dist *.egg-info

@@ -36,6 +36,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("client", ("_client",)),
     # `_stores.url` opens any store from a URL, the Redis one included.
     ("features", ("_webhooks", "webhooks", "redis", "testing", "_stores.url")),
+    # The Airflow facade drives the client and watcher from triggers and operators.
+    ("integrations", ("airflow",)),
     ("cli", ("_cli", "__main__")),
     ("package", ("",)),
 ]

@@ -1,0 +1,123 @@
+"""One user's DAG, end to end: ``dag.test()`` in a child process against ``asyncbatch simulate``.
+
+Real Airflow (its own metadata database in a temporary ``$AIRFLOW_HOME``), a real simulator
+process, the connection from ``AIRFLOW_CONN_TWELVELABS_DEFAULT``. Skipped without Airflow
+(``make test-airflow`` has it; ``ASYNCBATCH_REQUIRE_AIRFLOW=1`` makes that a failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+if os.environ.get("ASYNCBATCH_REQUIRE_AIRFLOW"):
+    import airflow  # noqa: F401 - a missing Airflow fails here in CI instead of skipping
+pytest.importorskip("airflow", reason="Airflow is not installed: run `make test-airflow`")
+
+from asyncbatch import Client
+from tests._docs import blocks
+
+ROOT = Path(__file__).parent.parent
+KEY = "dag-secret-key-91b3"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def simulator() -> Iterator[str]:
+    """``asyncbatch simulate`` on a free port, items of about a second; yields its URL."""
+    process = subprocess.Popen(  # noqa: S603 - our own fixed arguments
+        [BIN / "asyncbatch", "simulate", "--api-key", KEY, "--port", "0", "--item-seconds", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+def airflow_env(
+    home: Path, base_url: str, output: Path, dags: Path = ROOT / "tests" / "airflow_dags"
+) -> dict[str, str]:
+    connection = {"conn_type": "generic", "host": base_url, "password": KEY}
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW_CONN_TWELVELABS_DEFAULT": json.dumps(connection),
+        "ASYNCBATCH_DAG_OUTPUT": str(output),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+async def batches_on(base_url: str) -> list[str]:
+    async with Client(api_key=KEY, base_url=base_url) as client:
+        return [batch.batch_id async for batch in client.batches.list()]
+
+
+def run_dag(target: str, env: dict[str, str]) -> str:
+    """Migrate the metadata database, ``dag.test()`` the DAG, and answer the output."""
+    subprocess.run(  # noqa: S603 - our own fixed arguments
+        [BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=120
+    )
+    run = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "tests.airflow_dags.run", target],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    return run.stdout + run.stderr
+
+
+@pytest.mark.timeout(240)
+def test_the_dag_of_docs_airflow_md_runs(simulator: str, tmp_path: Path) -> None:
+    [block] = [b for b in blocks(ROOT / "docs" / "airflow.md") if b.language == "python"]
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    dag_file = dags / "analyse_clips.py"
+    dag_file.write_text(block.code)
+    env = airflow_env(tmp_path / "home", simulator, tmp_path, dags)
+    env["AIRFLOW_VAR_RESULTS_DIR"] = str(tmp_path)
+    log = run_dag(str(dag_file), env)
+    assert "dag-run-state: success" in log, log[-4000:]
+    [batch_id] = anyio.run(batches_on, simulator)
+    assert f"batch {batch_id}: 3 ready, 0 failed, results in {tmp_path}/" in log
+    [results] = tmp_path.glob("*.jsonl")
+    assert len(results.read_text().splitlines()) == 3
+
+
+@pytest.mark.timeout(240)
+def test_a_dag_with_the_operator_runs_end_to_end_and_its_retry_reattaches(
+    simulator: str, tmp_path: Path
+) -> None:
+    env = airflow_env(tmp_path / "home", simulator, tmp_path)
+    log = run_dag("tests.airflow_dags.twelvelabs_batch", env)
+    assert "dag-run-state: success" in log, log[-4000:]
+    # The first try failed after creating the batch; the retry waited on that same batch.
+    [batch_id] = anyio.run(batches_on, simulator)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["batch_id"] == batch_id
+    assert summary["status"] == "completed"
+    assert summary["total_items"] == summary["ready_items"] == 4
+    assert summary["failed_items"] == 0
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in lines) == [
+        f"clip-{n}" for n in range(4)
+    ]
+    assert "re-attaching to batch" in log
+    assert KEY not in log
