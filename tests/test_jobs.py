@@ -26,6 +26,7 @@ from asyncbatch import (
 )
 from asyncbatch._jobs import open_ledger
 from asyncbatch.testing import FaultKind, FaultRule, Simulator
+from tests.test_cli_support import cli
 
 pytestmark = pytest.mark.anyio
 
@@ -366,3 +367,31 @@ async def test_job_progress_reaches_telemetry_hooks_once_per_ended_batch() -> No
     assert len(seen) == batches
     assert (seen[-1].items["ready"], seen[-1].batches_active) == (40, 0)
     assert seen[-1].batches_done == batches
+
+
+async def test_run_cancel_on_the_command_line_cancels_the_jobs_batches(tmp_path: Path) -> None:
+    """`asyncbatch run --cancel --state URL` cancels the active batches of a job that was
+    stopped, marks the rest canceled, and a rerun of the job delivers every request once,
+    none of them sent again."""
+    state = f"sqlite:///{tmp_path / 'job.db'}"
+    async with Simulator(api_key=KEY, seed=17, item_seconds=60.0) as sim:
+        async with (
+            Client(api_key=KEY, base_url=sim.base_url) as client,
+            client.jobs.run(requests(300), defaults=PROMPT, poll=FAST, state=state) as job,
+        ):
+            async for _ in job:
+                break  # stopped once the first outcome is known, batches still running
+        active = [b for b in sim.batch_ids() if sim.batch(b)["status"] == "processing"]
+        created = len(sim.batch_ids())
+        canceled = await cli("run", "--cancel", "--state", state, base_url=sim.base_url, key=KEY)
+        assert canceled.status == 0, canceled.err
+        assert f"run: canceled {len(active)} batch(es)" in canceled.err
+        assert all(sim.batch(b)["status"] in ("canceling", "canceled") for b in active)
+        outcomes = await run_job(sim, requests(300), state=state)
+    assert active
+    assert len(sim.batch_ids()) == created  # nothing was sent again after the cancel
+    statuses = Counter(str(o.status) for o in outcomes)
+    assert set(statuses) <= {"ready", "canceled"}
+    assert statuses["canceled"] > 0
+    # The outcome handed out before the stop was never acknowledged, so it comes again.
+    assert_once_each(outcomes, 300)
