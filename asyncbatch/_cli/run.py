@@ -15,16 +15,16 @@ ended batch, ``--jsonl`` a ``{"kind": "job", ...}`` object.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
 from .._client import Client
+from .._errors import ConfigurationError
 from .._events import Event
 from .._jobs import Job, JobStatistics, OutcomeStatus, cancel_batches, open_ledger
+from .._jobs.output import has_job, write_outcome, written_lines
 from .._retry import PollPolicy
 from .board import Board, Row
 from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -99,8 +99,7 @@ async def _deliver(job: Job, file: TextIO, board: Board, view: JobView) -> None:
     async with anyio.create_task_group() as ticker:
         ticker.start_soon(_tick, view, board)
         async for outcome in job:
-            file.write(json.dumps(outcome.to_line(), separators=(",", ":")) + "\n")
-            file.flush()  # in the OS's hands: a killed process loses nothing written
+            write_outcome(file, outcome)
             await job.ack(outcome)
         ticker.cancel_scope.cancel()
 
@@ -122,40 +121,18 @@ def _observed(event: Event, board: Board, view: JobView) -> None:
 def _written_lines(out: Path, state: str) -> list[int]:
     """The ``line`` of every complete line of ``--out``; a torn last line is cut off."""
     try:
-        data = out.read_bytes()
-    except FileNotFoundError:
-        return []
+        lines = written_lines(out)
     except OSError as exc:
         raise CommandError(f"run: cannot read {out}: {exc.strerror or exc}", EXIT_USAGE) from None
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) < len(data):
-        with out.open("r+b") as file:
-            file.truncate(len(complete))
-            file.flush()
-            os.fsync(file.fileno())
-    lines = []
-    for number, raw in enumerate(complete.splitlines(), start=1):
-        try:
-            lines.append(int(json.loads(raw)["line"]))
-        except (ValueError, KeyError, TypeError):
-            raise CommandError(
-                f"run: {out} line {number} is not a results line of asyncbatch run", EXIT_USAGE
-            ) from None
-    if lines and not _has_job(state):
+    except ConfigurationError as exc:
+        raise CommandError(f"run: {exc}", EXIT_USAGE) from None
+    if lines and not has_job(state):
         raise CommandError(
             f"run: {out} already holds {len(lines)} line(s) but the state has no job: give "
             "the --state it was written with, or another --out",
             EXIT_USAGE,
         )
     return lines
-
-
-def _has_job(state: str) -> bool:
-    ledger = open_ledger(state)
-    try:
-        return ledger.meta("input") == "complete"
-    finally:
-        ledger.close()
 
 
 async def _cancel(client: Client, state: str, streams: Streams) -> int:
