@@ -12,6 +12,10 @@ The parts, and where each runs:
   and returns a summary as its XCom. The batch ID is kept in an Airflow Variable until the task
   succeeds, so a retried task re-attaches to its batch instead of creating a twin.
 - `TwelveLabsBatchSensor` waits for batches created elsewhere, deferring from the start.
+- `TwelveLabsJobOperator` runs a job (any number of requests, in as many batches as it takes)
+  on a worker, without deferring: a job's driver, ledger and watcher live in one process. Its
+  state is a SQLite file at a path derived from the task instance, so a retried task resumes
+  the job instead of starting it again.
 
 The connection (``twelvelabs_default`` unless told): password = API key, host = base URL, e.g.
 ``AIRFLOW_CONN_TWELVELABS_DEFAULT='{"conn_type": "generic", "password": "<key>"}'``; without a
@@ -20,12 +24,17 @@ host the client's default (``$TWELVELABS_BASE_URL``, then the public API) applie
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import os
+import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -42,7 +51,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._client import Client
 from ._errors import ConfigurationError, ConflictError, InvalidRequestError, NotFoundError
 from ._events import Event
+from ._jobs import Job, JobStatistics, OutcomeStatus
+from ._jobs.output import deliver, has_job, written_lines
+from ._jobs.runner import DEFAULT_POLL
 from ._models import Batch, BatchDefaults, BatchItemRequest, check_batch_id, check_not_a_string
+from ._retry import PollPolicy
 
 __all__ = [
     "DEFAULT_CONN_ID",
@@ -50,6 +63,8 @@ __all__ = [
     "TwelveLabsBatchOperator",
     "TwelveLabsBatchSensor",
     "TwelveLabsBatchTrigger",
+    "TwelveLabsJobError",
+    "TwelveLabsJobOperator",
     "client_from_connection",
 ]
 
@@ -66,6 +81,17 @@ _COUNTERS = (
 
 class TwelveLabsBatchError(AirflowException):
     """A watched batch did not complete: canceled, expired, gone, or the watch gave up."""
+
+
+class TwelveLabsJobError(AirflowFailException):
+    """A job ended with requests that are not ready (``fail_on_failed_items``).
+
+    Final, so the task is not retried: a retry would resume the same finished job.
+    """
+
+
+class TwelveLabsJobStopped(AirflowException):
+    """The job was stopped (``on_kill``) before it ended; a retry resumes it."""
 
 
 async def client_from_connection(conn_id: str = DEFAULT_CONN_ID) -> Client:
@@ -435,3 +461,282 @@ class TwelveLabsBatchSensor(_Deferring):
     ) -> dict[str, dict[str, Any]]:
         """The per-batch outcomes, once all completed."""
         return self._check(event)
+
+
+class TwelveLabsJobOperator(BaseOperator):
+    """Runs a job (``client.jobs.run``) on the worker: any number of requests, through as many
+    batches as the account's slots allow, one results line per request in ``results_path``.
+
+    It does not defer, and holds its worker slot until the job ends: a job is a process that
+    keeps admitting batches into free slots, collecting each ended batch's results into its
+    ledger and resubmitting what failed, with its ledger (a SQLite file) and watcher in that
+    process. Deferring would mean rebuilding all of it on some other worker after every wave,
+    with the ledger on storage every worker shares. For work that fits in one batch (1,000
+    requests) and should hold no slot, use `TwelveLabsBatchOperator`.
+
+    Retries resume. The job's state is kept in ``state`` (templated; by default a SQLite file
+    under ``state_dir`` named from the DAG, run, task and map index), so a retried task
+    continues the same job: batches of the earlier try are waited on, never created twice,
+    and a request already ready is never sent again. ``results_path`` gets exactly one JSON
+    line per request (design §9's line: ``custom_id``, ``line``, ``status``, ``data``,
+    ``error``, ``attempts``, ``batch_id``, ``task_id``), written before each outcome is
+    acknowledged; a retry appends only the lines missing. A local path is appended to as the
+    job goes; an object-storage URI (``s3://...``, through ``ObjectStoragePath``) is written
+    whole, from a local copy next to the state, when the job has ended. The state outlives
+    the task (a cleared and rerun task finds its job done and writes nothing); delete it to
+    run the job afresh.
+
+    The summary (the task's XCom) is ``{"total", "items": {status: count}, "batches",
+    "attempts", "written", "results_path"}``, where ``items`` counts ``ready``, ``failed``
+    and ``canceled`` requests (and ``waiting``/``running``, 0 once the job has ended) and
+    ``written`` the lines this try wrote. With ``fail_on_failed_items`` the task then fails
+    (`TwelveLabsJobError`, not retried) when any request did not end ready. ``on_kill`` stops
+    the job where it is, leaving its batches running and its state resumable.
+
+    Args:
+        requests: the path of a JSON Lines file (one request a line; templated; read on the
+            worker) or a list of requests (dicts or `BatchItemRequest`).
+        results_path: where the results lines go (templated): a path or object-storage URI.
+        defaults: options for every request (`BatchDefaults` or a dict; templated).
+        prompt: shorthand for ``defaults={"prompt": {"input_text": prompt}}`` (templated).
+        model_name, analysis_mode: as for `Batches.create`.
+        max_attempts: batches a request may go into (failed ones go round again).
+        max_active: the account's active-batch limit (the API's is 5).
+        state: the job's state (templated): ``sqlite:///PATH`` or a file path.
+        state_dir: where the default state goes (default ``$AIRFLOW_HOME/asyncbatch/jobs``);
+            with workers on several machines, a directory they all share, or a retry that
+            lands elsewhere starts the job again.
+        conn_id: the Airflow connection: password = API key, host = base URL.
+        min_interval, max_interval: polling bounds of the job's batches, seconds
+            (default 10 to 60).
+        fail_on_failed_items: fail the task when some requests did not end ready.
+    """
+
+    template_fields: Sequence[str] = (
+        "requests",
+        "results_path",
+        "defaults",
+        "prompt",
+        "state",
+        "state_dir",
+    )
+
+    def __init__(
+        self,
+        *,
+        requests: str | os.PathLike[str] | Iterable[BatchItemRequest | Mapping[str, Any]],
+        results_path: str,
+        defaults: BatchDefaults | Mapping[str, Any] | None = None,
+        prompt: str | None = None,
+        model_name: str = "pegasus1.5",
+        analysis_mode: str = "general",
+        max_attempts: int = 3,
+        max_active: int = 5,
+        state: str | None = None,
+        state_dir: str | None = None,
+        conn_id: str = DEFAULT_CONN_ID,
+        min_interval: float | None = None,
+        max_interval: float | None = None,
+        fail_on_failed_items: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.requests: str | list[Any] = (
+            os.fspath(requests)
+            if isinstance(requests, str | os.PathLike)
+            else [msgspec.to_builtins(r) for r in requests]
+        )
+        self.results_path = results_path
+        self.defaults = None if defaults is None else msgspec.to_builtins(defaults)
+        self.prompt = prompt
+        if max_attempts < 1 or max_active < 1:
+            raise ValueError("max_attempts and max_active must be at least 1")
+        self.model_name = model_name
+        self.analysis_mode = analysis_mode
+        self.max_attempts = max_attempts
+        self.max_active = max_active
+        self.state = state
+        self.state_dir = state_dir
+        self.conn_id = conn_id
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.fail_on_failed_items = fail_on_failed_items
+        self._stop: Callable[[], None] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Run (or resume) the job to its end, write the missing results lines, summarise."""
+        state = self._state_url(context)
+        results = _Results(self.results_path, state)
+        connection = _worker_credentials(self.conn_id)
+        options = self._job_options(state)
+        self.log.info("job state: %s; results: %s", state, self.results_path)
+        try:
+            stats, written = anyio.run(self._run, connection, options, results)
+        except (InvalidRequestError, ValueError) as exc:
+            # Bad requests, or a state that holds another job: a retry would fail the same.
+            raise AirflowFailException(str(exc)) from exc
+        results.publish()
+        summary = _job_summary(stats, written, self.results_path)
+        self.log.info("job ended: %s", summary)
+        not_ready = stats.total - stats.items.get(OutcomeStatus.READY, 0)
+        if self.fail_on_failed_items and not_ready:
+            raise TwelveLabsJobError(f"{not_ready} of {stats.total} requests did not end ready")
+        return summary
+
+    def _job_options(self, state: str) -> dict[str, Any]:
+        requests = self.requests
+        if isinstance(requests, str):
+            _check_local(requests, "requests")
+        return {
+            "requests": requests,
+            "defaults": self._defaults(),
+            "model_name": self.model_name,
+            "analysis_mode": self.analysis_mode,
+            "state": state,
+            "max_attempts": self.max_attempts,
+            "max_active": self.max_active,
+            "poll": self._poll(),
+            "auto_ack": False,
+            "on_event": self._log_event,
+        }
+
+    def _defaults(self) -> dict[str, Any] | None:
+        if self.prompt is None:
+            return self.defaults
+        defaults = dict(self.defaults or {})
+        if "prompt" in defaults:
+            raise ValueError("give the prompt as prompt= or in defaults, not both")
+        defaults["prompt"] = {"input_text": self.prompt}
+        return defaults
+
+    def _poll(self) -> PollPolicy:
+        low = self.min_interval or DEFAULT_POLL.min_interval
+        high = self.max_interval or max(low, DEFAULT_POLL.max_interval)
+        return PollPolicy(min_interval=low, max_interval=high)
+
+    def _log_event(self, event: Event) -> None:
+        if event.is_final:
+            self.log.info("batch %s ended: %s", event.batch_id, event.kind)
+
+    def _state_url(self, context: Context) -> str:
+        if self.state:
+            if self.state.startswith("sqlite:"):
+                return self.state
+            if "://" in self.state:
+                raise AirflowFailException(
+                    "a job operator's state is sqlite:///PATH or a file path: "
+                    "a retry must find it again"
+                )
+            return f"sqlite:///{Path(self.state).resolve()}"
+        directory = Path(self.state_dir or _default_state_dir())
+        return f"sqlite:///{(directory / _state_name(context)).resolve()}"
+
+    async def _run(
+        self,
+        connection: tuple[str | None, str | None],
+        options: dict[str, Any],
+        results: _Results,
+    ) -> tuple[JobStatistics, int]:
+        """The job to its end, or until `on_kill`; raises `TwelveLabsJobStopped` then."""
+        loop = asyncio.get_running_loop()
+        with anyio.CancelScope() as scope:
+
+            def stop() -> None:
+                loop.call_soon_threadsafe(scope.cancel)
+
+            self._stop = stop
+            try:
+                async with _client(self.conn_id, *connection) as client:
+                    job = client.jobs.run(**options)
+                    async with job:
+                        with results.open(job) as file:
+                            written = await deliver(job, file)
+                        return job.statistics(), written
+            finally:
+                self._stop = None
+        raise TwelveLabsJobStopped("the job was stopped before it ended; a retry resumes it")
+
+    def on_kill(self) -> None:
+        """Stop the job where it is: its batches keep running, its state stays resumable.
+
+        Safe from a signal handler or another thread: it only asks the job's loop to cancel.
+        """
+        stop = self._stop
+        if stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just closed
+                stop()
+
+
+class _Results:
+    """Where a job's results lines go: the local file itself, or a local copy of an
+    object-storage destination, written whole to it once the job has ended."""
+
+    def __init__(self, destination: str, state: str) -> None:
+        self.destination = destination
+        self.remote = urlsplit(destination).scheme not in ("", "file")
+        if self.remote:
+            self.local = Path(urlsplit(state).path[1:] + ".results.jsonl")
+        else:
+            self.local = Path(
+                urlsplit(destination).path if destination.startswith("file:") else destination
+            )
+        self._state = state
+
+    @contextlib.contextmanager
+    def open(self, job: Job) -> Iterator[TextIO]:
+        """The local file opened for appending, after ``job`` was told what it holds."""
+        lines = written_lines(self.local)
+        if lines and not has_job(self._state):
+            raise AirflowFailException(
+                f"{self.destination} already holds {len(lines)} line(s) but the job's state has "
+                "none: give the state it was written with, or another results_path"
+            )
+        job.reconcile(lines)
+        self.local.parent.mkdir(parents=True, exist_ok=True)
+        with self.local.open("a", encoding="utf-8") as file:
+            yield file
+
+    def publish(self) -> None:
+        """Copy the complete local file to an object-storage destination."""
+        if not self.remote:
+            return
+        target = ObjectStoragePath(self.destination)
+        with self.local.open("rb") as source, target.open("wb") as out:
+            while block := source.read(1 << 20):
+                out.write(block)
+
+
+def _job_summary(stats: JobStatistics, written: int, results_path: str) -> dict[str, Any]:
+    return {
+        "total": stats.total,
+        "items": dict(stats.items),
+        "batches": stats.batches_done + stats.batches_active,
+        "attempts": stats.attempts,
+        "written": written,
+        "results_path": results_path,
+    }
+
+
+def _check_local(path: str, what: str) -> None:
+    if urlsplit(path).scheme not in ("", "file"):
+        raise AirflowFailException(f"{what}: a job reads a local JSON Lines file, not {path!r}")
+
+
+def _default_state_dir() -> Path:
+    home = os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow"
+    return Path(home) / "asyncbatch" / "jobs"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _state_name(context: Context) -> str:
+    """``DAG/TASK[-MAP].HASH.db``: readable, and one file per task instance (the hash covers
+    DAG, run, task and map index, so runs never share a job)."""
+    ti = context["ti"]
+    identity = f"{ti.dag_id}\0{ti.run_id}\0{ti.task_id}\0{ti.map_index}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    task = _UNSAFE.sub("_", ti.task_id)
+    if ti.map_index is not None and ti.map_index >= 0:
+        task += f"-{ti.map_index}"
+    return f"{_UNSAFE.sub('_', ti.dag_id)}/{task}.{digest}.db"
