@@ -569,9 +569,10 @@ class TwelveLabsJobOperator(BaseOperator):
         results = _Results(self.results_path, state)
         connection = _worker_credentials(self.conn_id)
         options = self._job_options(state)
+        lines = results.read_back()
         self.log.info("job state: %s; results: %s", state, self.results_path)
         try:
-            stats, written = anyio.run(self._run, connection, options, results)
+            stats, written = anyio.run(self._run, connection, options, results, lines)
         except (InvalidRequestError, ValueError) as exc:
             # Bad requests, or a state that holds another job: a retry would fail the same.
             raise AirflowFailException(str(exc)) from exc
@@ -636,6 +637,7 @@ class TwelveLabsJobOperator(BaseOperator):
         connection: tuple[str | None, str | None],
         options: dict[str, Any],
         results: _Results,
+        lines: list[int],
     ) -> tuple[JobStatistics, int]:
         """The job to its end, or until `on_kill`; raises `TwelveLabsJobStopped` then."""
         loop = asyncio.get_running_loop()
@@ -649,7 +651,7 @@ class TwelveLabsJobOperator(BaseOperator):
                 async with _client(self.conn_id, *connection) as client:
                     job = client.jobs.run(**options)
                     async with job:
-                        with results.open(job) as file:
+                        with results.open(job, lines) as file:
                             written = await deliver(job, file)
                         return job.statistics(), written
             finally:
@@ -682,15 +684,23 @@ class _Results:
             )
         self._state = state
 
-    @contextlib.contextmanager
-    def open(self, job: Job) -> Iterator[TextIO]:
-        """The local file opened for appending, after ``job`` was told what it holds."""
-        lines = written_lines(self.local)
+    def read_back(self) -> list[int]:
+        """The lines the local file holds (a torn last one cut off), read before the job is
+        entered: a file with lines and a state without the job belong to another job."""
+        try:
+            lines = written_lines(self.local)
+        except ConfigurationError as exc:  # not a job's results file: a retry cannot help
+            raise AirflowFailException(str(exc)) from exc
         if lines and not has_job(self._state):
             raise AirflowFailException(
                 f"{self.destination} already holds {len(lines)} line(s) but the job's state has "
                 "none: give the state it was written with, or another results_path"
             )
+        return lines
+
+    @contextlib.contextmanager
+    def open(self, job: Job, lines: list[int]) -> Iterator[TextIO]:
+        """The local file opened for appending, after ``job`` was told the lines it holds."""
         job.reconcile(lines)
         self.local.parent.mkdir(parents=True, exist_ok=True)
         with self.local.open("a", encoding="utf-8") as file:

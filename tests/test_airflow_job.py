@@ -1,0 +1,211 @@
+"""The Airflow job operator, run as a worker runs it (``execute`` with the task's context)
+against a simulator served from this process on a clock 40 times faster than real time.
+
+The connection comes from ``AIRFLOW_CONN_TWELVELABS_DEFAULT`` as in a deployment; nothing of
+Airflow or of asyncbatch is mocked. A stopped try is stopped as Airflow stops one: ``on_kill``
+from another thread while ``execute`` runs; the retry is a fresh operator with the same task
+instance, as Airflow builds one per try. Skipped without Airflow (``make test-airflow`` has
+it; ``ASYNCBATCH_REQUIRE_AIRFLOW=1`` makes that a failure).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+if os.environ.get("ASYNCBATCH_REQUIRE_AIRFLOW"):
+    import airflow  # noqa: F401 - a missing Airflow fails here in CI instead of skipping
+pytest.importorskip("airflow", reason="Airflow is not installed: run `make test-airflow`")
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+from anyio.from_thread import BlockingPortal
+
+from asyncbatch.airflow import TwelveLabsJobError, TwelveLabsJobOperator, TwelveLabsJobStopped
+from asyncbatch.testing import Simulator
+from tests.replica_worker import API_KEY, RunningClock, count_lines, serve_simulator, wait_for
+from tests.test_jobs_kill import check_against_simulator
+
+SIM_OPTIONS: dict[str, Any] = {
+    "item_seconds": 2.0,
+    "pending_seconds": 0.5,
+    "seed": 19,
+    "failing_assets": ("bad",),  # a request for "bad" fails every attempt
+}
+
+
+@dataclass(frozen=True)
+class TaskInstance:
+    """The identity of a task instance, as ``context["ti"]`` has it."""
+
+    dag_id: str = "clips"
+    run_id: str = "manual__2026-01-01T00:00:00+00:00"
+    task_id: str = "analyse"
+    map_index: int = -1
+
+
+def context_of(ti: TaskInstance) -> Context:
+    return cast(Context, {"ti": ti})
+
+
+@pytest.fixture
+def simulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[BlockingPortal, Simulator]]:
+    """A simulator whose clock runs 40 times faster than real time, and the connection to it."""
+    clock = RunningClock(scale=40.0)
+    with serve_simulator(clock, **SIM_OPTIONS) as (portal, sim):
+        connection = {"conn_type": "generic", "host": sim.base_url, "password": API_KEY}
+        monkeypatch.setenv("AIRFLOW_CONN_TWELVELABS_DEFAULT", json.dumps(connection))
+        clock.run()
+        yield portal, sim
+
+
+def write_requests(path: Path, count: int, *, failing: int = -1) -> Path:
+    lines = [
+        json.dumps(
+            {"video": {"asset_id": "bad" if i == failing else f"a-{i}"}, "custom_id": f"r-{i}"}
+        )
+        for i in range(count)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def operator(tmp_path: Path, **options: Any) -> TwelveLabsJobOperator:
+    arguments: dict[str, Any] = {
+        "task_id": "analyse",
+        "requests": str(tmp_path / "requests.jsonl"),
+        "prompt": "Describe it.",
+        "results_path": str(tmp_path / "results.jsonl"),
+        "state_dir": str(tmp_path / "states"),
+        "min_interval": 0.2,
+        "max_interval": 0.5,
+        **options,
+    }
+    return TwelveLabsJobOperator(**arguments)
+
+
+def sent(portal: BlockingPortal, sim: Simulator) -> list[tuple[str, str, str]]:
+    """Every (batch_id, custom_id, status) the simulator holds."""
+    return [
+        (batch_id, r["custom_id"], r["status"])
+        for batch_id in portal.call(sim.batch_ids)
+        for r in portal.call(sim.results, batch_id)
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_a_job_of_300_requests_writes_one_line_per_request(
+    simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
+) -> None:
+    portal, sim = simulator
+    write_requests(tmp_path / "requests.jsonl", 300)
+    summary = operator(tmp_path).execute(context_of(TaskInstance()))
+    assert json.loads(json.dumps(summary)) == summary  # plain JSON for XCom
+    assert summary["total"] == 300
+    assert summary["items"]["ready"] == 300
+    assert summary["written"] == 300
+    assert summary["results_path"] == str(tmp_path / "results.jsonl")
+    batches = portal.call(sim.batch_ids)
+    assert summary["batches"] == len(batches) > 1  # more than one batch: a real job
+    check_against_simulator(tmp_path / "results.jsonl", sent(portal, sim), 300)
+    assert summary["attempts"] == 300
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_try_is_resumed_by_the_retry_without_twin_batches(
+    simulator: tuple[BlockingPortal, Simulator],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    portal, sim = simulator
+    write_requests(tmp_path / "requests.jsonl", 400)
+    results = tmp_path / "results.jsonl"
+    ti = TaskInstance()
+    first = operator(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    with ThreadPoolExecutor(1) as worker:
+        try_one = worker.submit(first.execute, context_of(ti))
+        assert wait_for(lambda: count_lines(results) >= 50 or try_one.done(), 60)
+        first.on_kill()  # what Airflow's SIGTERM handler calls
+        with pytest.raises(TwelveLabsJobStopped, match="a retry resumes it"):
+            try_one.result(timeout=30)
+    written_first = count_lines(results)
+    assert 50 <= written_first < 400  # stopped midway
+    before = sent(portal, sim)
+    assert all(status != "canceled" for _, _, status in before)  # stopping cancels nothing
+    [state] = (tmp_path / "states" / "clips").glob("analyse.*.db")  # one state per instance
+
+    summary = operator(tmp_path).execute(context_of(ti))  # the retry: a fresh operator
+
+    assert summary["items"]["ready"] == 400
+    assert summary["written"] == 400 - written_first  # only what was missing
+    everything = sent(portal, sim)
+    assert summary["batches"] == len(portal.call(sim.batch_ids))
+    assert {batch_id for batch_id, _, _ in before} <= {batch_id for batch_id, _, _ in everything}
+    check_against_simulator(results, everything, 400)
+    assert state.exists()
+    assert API_KEY not in caplog.text
+    assert API_KEY not in json.dumps(summary)
+
+
+@pytest.mark.timeout(120)
+def test_requests_not_ready_fail_the_task_when_asked_after_every_line_is_written(
+    simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
+) -> None:
+    portal, sim = simulator
+    write_requests(tmp_path / "requests.jsonl", 20, failing=7)
+    task = operator(
+        tmp_path, fail_on_failed_items=True, max_attempts=2, state=str(tmp_path / "job.db")
+    )
+    with pytest.raises(TwelveLabsJobError, match="1 of 20 requests did not end ready"):
+        task.execute(context_of(TaskInstance()))
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 20
+    [failed] = [line for line in lines if line["status"] != "ready"]
+    assert failed["custom_id"] == "r-7"
+    assert failed["attempts"] == 2
+    assert (tmp_path / "job.db").exists()  # the state given, not one under state_dir
+    assert not (tmp_path / "states").exists()
+
+
+@pytest.mark.timeout(60)
+def test_results_of_another_job_are_refused_and_nothing_is_sent(
+    simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
+) -> None:
+    portal, sim = simulator
+    write_requests(tmp_path / "requests.jsonl", 5)
+    (tmp_path / "results.jsonl").write_text('{"line": 1, "status": "ready"}\n')
+    with pytest.raises(AirflowFailException, match="already holds 1 line"):
+        operator(tmp_path).execute(context_of(TaskInstance()))
+    assert portal.call(sim.batch_ids) == []
+
+
+@pytest.mark.timeout(60)
+def test_an_invalid_request_fails_the_task_without_retries_naming_its_line(
+    simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
+) -> None:
+    portal, sim = simulator
+    bad = [{"video": {"asset_id": "a-1"}}, {"vidoe": {"asset_id": "a-2"}}]
+    with pytest.raises(AirflowFailException, match="line 2"):
+        operator(tmp_path, requests=bad).execute(context_of(TaskInstance()))
+    assert portal.call(sim.batch_ids) == []
+
+
+def test_mapped_task_instances_get_their_own_state() -> None:
+    task = TwelveLabsJobOperator(
+        task_id="analyse", requests=[], results_path="/r.jsonl", state_dir="/states"
+    )
+    one = task._state_url(context_of(TaskInstance(map_index=1)))
+    two = task._state_url(context_of(TaskInstance(map_index=2)))
+    other_run = task._state_url(context_of(TaskInstance(map_index=1, run_id="scheduled__x")))
+    assert one.startswith("sqlite:////states/clips/analyse-1.")
+    assert len({one, two, other_run}) == 3
+    assert task._state_url(context_of(TaskInstance(map_index=1))) == one  # stable
