@@ -44,8 +44,8 @@ $(AIRFLOW_STAMP): pyproject.toml
 	touch $(AIRFLOW_STAMP)
 
 test-airflow: $(AIRFLOW_STAMP)
-	$(AIRFLOW_VENV)/bin/mypy asyncbatch/airflow.py tests/test_airflow.py tests/test_airflow_dag.py tests/airflow_dags
-	$(AIRFLOW_VENV)/bin/pytest -q tests/test_airflow.py tests/test_airflow_dag.py
+	$(AIRFLOW_VENV)/bin/mypy asyncbatch/airflow.py tests/test_airflow.py tests/test_airflow_dag.py tests/test_airflow_job.py tests/airflow_dags
+	$(AIRFLOW_VENV)/bin/pytest -q tests/test_airflow.py tests/test_airflow_dag.py tests/test_airflow_job.py
 
 demo: $(CLI_STAMP)
 	$(BIN)/asyncbatch demo

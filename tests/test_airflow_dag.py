@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -91,14 +92,30 @@ def test_the_dag_of_docs_airflow_md_runs(simulator: str, tmp_path: Path) -> None
     dags.mkdir()
     dag_file = dags / "analyse_clips.py"
     dag_file.write_text(block.code)
+    requests = tmp_path / "input" / "clips.jsonl"
+    requests.parent.mkdir()
+    requests.write_text(
+        "".join(json.dumps({"video": {"asset_id": f"job-{n}"}}) + "\n" for n in range(5))
+    )
     env = airflow_env(tmp_path / "home", simulator, tmp_path, dags)
     env["AIRFLOW_VAR_RESULTS_DIR"] = str(tmp_path)
+    env["AIRFLOW_VAR_REQUESTS_FILE"] = str(requests)
     log = run_dag(str(dag_file), env)
     assert "dag-run-state: success" in log, log[-4000:]
-    [batch_id] = anyio.run(batches_on, simulator)
-    assert f"batch {batch_id}: 3 ready, 0 failed, results in {tmp_path}/" in log
-    [results] = tmp_path.glob("*.jsonl")
-    assert len(results.read_text().splitlines()) == 3
+    batches = anyio.run(batches_on, simulator)
+    reported = re.search(r"batch ([0-9a-f]{24}): 3 ready, 0 failed, results in (\S+)", log)
+    assert reported is not None, log[-4000:]
+    assert reported[1] in batches
+    assert len(Path(reported[2]).read_text().splitlines()) == 3
+    # The job: one line per request of the file, in batches of its own, state under AIRFLOW_HOME.
+    [job_results] = tmp_path.glob("*.job.jsonl")
+    lines = [json.loads(line) for line in job_results.read_text().splitlines()]
+    assert sorted(line["line"] for line in lines) == [1, 2, 3, 4, 5]
+    assert {line["status"] for line in lines} == {"ready"}
+    assert {line["batch_id"] for line in lines} <= set(batches) - {reported[1]}
+    assert "job: {'waiting': 0, 'running': 0, 'ready': 5, 'failed': 0, 'canceled': 0}" in log
+    assert list((tmp_path / "home" / "asyncbatch" / "jobs" / "analyse_clips").glob("*.db"))
+    assert KEY not in log
 
 
 @pytest.mark.timeout(240)

@@ -172,6 +172,10 @@ def test_requests_not_ready_fail_the_task_when_asked_after_every_line_is_written
     [failed] = [line for line in lines if line["status"] != "ready"]
     assert failed["custom_id"] == "r-7"
     assert failed["attempts"] == 2
+    # From the simulator's side: line 8 went into two batches, every other line into one.
+    held = [custom_id.rsplit("-", 1)[1] for _, custom_id, _ in sent(portal, sim)]
+    assert held.count("8") == 2
+    assert len(held) == 21
     assert (tmp_path / "job.db").exists()  # the state given, not one under state_dir
     assert not (tmp_path / "states").exists()
 
