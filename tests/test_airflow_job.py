@@ -25,9 +25,11 @@ if os.environ.get("ASYNCBATCH_REQUIRE_AIRFLOW"):
     import airflow  # noqa: F401 - a missing Airflow fails here in CI instead of skipping
 pytest.importorskip("airflow", reason="Airflow is not installed: run `make test-airflow`")
 
-from airflow.sdk import Context
+from airflow.sdk import Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.io import attach
 from anyio.from_thread import BlockingPortal
+from fsspec.implementations.memory import MemoryFileSystem
 
 from asyncbatch.airflow import TwelveLabsJobError, TwelveLabsJobOperator, TwelveLabsJobStopped
 from asyncbatch.testing import Simulator
@@ -213,3 +215,32 @@ def test_mapped_task_instances_get_their_own_state() -> None:
     assert one.startswith("sqlite:////states/clips/analyse-1.")
     assert len({one, two, other_run}) == 3
     assert task._state_url(context_of(TaskInstance(map_index=1))) == one  # stable
+
+
+@pytest.mark.timeout(120)
+def test_an_object_storage_destination_gets_the_whole_file_once_the_retry_ends(
+    simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
+) -> None:
+    portal, sim = simulator
+    attach("memory", fs=MemoryFileSystem())
+    destination = f"memory://results/{tmp_path.name}/results.jsonl"
+    write_requests(tmp_path / "requests.jsonl", 200)
+    ti = TaskInstance(task_id="to_storage")
+    first = operator(tmp_path, results_path=destination)
+    [state] = [first._state_url(context_of(ti)).removeprefix("sqlite:///")]
+    local_copy = Path(state + ".results.jsonl")
+    with ThreadPoolExecutor(1) as worker:
+        try_one = worker.submit(first.execute, context_of(ti))
+        assert wait_for(lambda: count_lines(local_copy) >= 20 or try_one.done(), 60)
+        first.on_kill()
+        with pytest.raises(TwelveLabsJobStopped):
+            try_one.result(timeout=30)
+    assert not ObjectStoragePath(destination).exists()  # nothing published by a stopped try
+
+    summary = operator(tmp_path, results_path=destination).execute(context_of(ti))
+
+    assert summary["results_path"] == destination
+    published = ObjectStoragePath(destination).read_text()
+    assert published == local_copy.read_text()
+    (tmp_path / "published.jsonl").write_text(published)
+    check_against_simulator(tmp_path / "published.jsonl", sent(portal, sim), 200)
