@@ -22,6 +22,7 @@ ones, and never in a circle; `tests/test_layers.py` checks both):
     _webhooks/ webhooks redis testing        optional parts: webhook deliveries, the Redis store
                                              and gate, the simulator (and _stores/url, which
                                              opens any store from a --state URL)
+    airflow                                  Apache Airflow: trigger, operators, sensor
     _cli/                                    the `asyncbatch` command, one module per family
 """
 
