@@ -333,9 +333,10 @@ class Batches:
 
 
 def _same_batch(batch_id: str, body: bytes, what: str) -> Batch:
-    """Decode a batch object and check that it is the batch that was asked for."""
+    """Decode a batch object and check that it is the batch that was asked for (hex digits
+    in either case: the same ID)."""
     batch = decode_body(batch_decoder, body, what)
-    if batch.batch_id != batch_id:
+    if batch.batch_id.lower() != batch_id.lower():
         raise DecodeError(f"{what}: answered batch {batch.batch_id!r}", snippet=body[:200])
     return batch
 

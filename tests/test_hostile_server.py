@@ -68,6 +68,14 @@ async def test_retrieve_refuses_another_batchs_object() -> None:
             await client.batches.retrieve(BATCH_ID)
 
 
+async def test_retrieve_accepts_its_own_id_in_the_other_case() -> None:
+    """An ID is hex digits: a server that answers it lower-cased answered the batch asked for."""
+    async with connected() as (server, client):
+        server.on("GET", _path(BATCH_ID.upper()), Reply(body=_body("completed")))
+        batch = await client.batches.retrieve(BATCH_ID.upper())
+    assert batch.batch_id == BATCH_ID
+
+
 async def test_cancel_refuses_another_batchs_object() -> None:
     """POST .../A/cancel answering batch B's object is a DecodeError too."""
     async with connected() as (server, client):
