@@ -141,7 +141,9 @@ def _completed(outcome: Mapping[str, Any]) -> bool:
 
 
 class TwelveLabsBatchTrigger(BaseTrigger):
-    """Watches ``batch_ids`` and fires one event when every one has ended.
+    """Watches ``batch_ids`` and fires one event when every one has ended (``wait_for="all"``)
+    or as soon as any one has (``wait_for="any"``: the payload then holds only the batches that
+    had ended).
 
     The event's payload is plain JSON: ``{"batches": {id: {"batch_id", "event", "status",
     <counters>, "error"}}, "completed": bool}``, where ``event`` is the watcher's final event kind
@@ -155,6 +157,7 @@ class TwelveLabsBatchTrigger(BaseTrigger):
             so that a trigger re-created after a triggerer restart keeps the same deadline.
         min_interval, max_interval: polling bounds, seconds (the watcher's defaults if None).
         cancel_on_kill: cancel the batches when a user kills the deferred task.
+        wait_for: ``"all"`` (the default) or ``"any"``.
     """
 
     def __init__(
@@ -166,8 +169,11 @@ class TwelveLabsBatchTrigger(BaseTrigger):
         min_interval: float | None = None,
         max_interval: float | None = None,
         cancel_on_kill: bool = False,
+        wait_for: str = "all",
     ) -> None:
         super().__init__()
+        if wait_for not in ("all", "any"):
+            raise ValueError(f'wait_for is "all" or "any", not {wait_for!r}')
         check_not_a_string(batch_ids, "batch_ids")
         self.batch_ids = [check_batch_id(batch_id) for batch_id in batch_ids]
         if not self.batch_ids:
@@ -177,6 +183,7 @@ class TwelveLabsBatchTrigger(BaseTrigger):
         self.min_interval = min_interval
         self.max_interval = max_interval
         self.cancel_on_kill = cancel_on_kill
+        self.wait_for = wait_for
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the arguments that rebuild this trigger; never the key."""
@@ -189,11 +196,13 @@ class TwelveLabsBatchTrigger(BaseTrigger):
                 "min_interval": self.min_interval,
                 "max_interval": self.max_interval,
                 "cancel_on_kill": self.cancel_on_kill,
+                "wait_for": self.wait_for,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Watch until every batch has ended (or ``end_time``), then yield one event."""
+        """Watch until every batch (or, with ``wait_for="any"``, one) has ended, or until
+        ``end_time``, then yield one event."""
         outcomes: dict[str, dict[str, Any]] = {}
         try:
             async with await client_from_connection(self.conn_id) as client:
@@ -225,6 +234,8 @@ class TwelveLabsBatchTrigger(BaseTrigger):
                 if event.is_final:
                     outcomes[event.batch_id] = _outcome(event)
                     self.log.info("batch %s ended: %s", event.batch_id, event.kind)
+                    if self.wait_for == "any":
+                        break
         return outcomes
 
     async def on_kill(self) -> None:
