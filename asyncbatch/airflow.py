@@ -549,9 +549,11 @@ class TwelveLabsJobOperator(BaseOperator):
         min_interval: float | None = None,
         max_interval: float | None = None,
         fail_on_failed_items: bool = False,
+        deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable
         self.requests: str | list[Any] = (
             os.fspath(requests)
             if isinstance(requests, str | os.PathLike)
@@ -575,18 +577,73 @@ class TwelveLabsJobOperator(BaseOperator):
         self._stop: Callable[[], None] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Run (or resume) the job to its end, write the missing results lines, summarise."""
+        """Advance the job one wave and defer until one of its batches ends (or, with
+        ``deferrable=False``, run it to its end here); the summary once it has ended."""
+        if self.deferrable:
+            return self._advance(context, 0)
         state = self._state_url(context)
         results = _Results(self.results_path, state)
         connection = _worker_credentials(self.conn_id)
         options = self._job_options(state)
         lines = results.read_back()
         self.log.info("job state: %s; results: %s", state, self.results_path)
-        try:
+        with _refused_for_good():
             stats, written = anyio.run(self._run, connection, options, results, lines)
-        except (InvalidRequestError, ValueError) as exc:
-            # Bad requests, or a state that holds another job: a retry would fail the same.
-            raise AirflowFailException(str(exc)) from exc
+        return self._finish(stats, written, results)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], written: int = 0
+    ) -> dict[str, Any]:
+        """Back from the trigger (one of the job's batches ended): the next wave."""
+        ended = ", ".join(f"{b} {o['event']} {o['status']}" for b, o in event["batches"].items())
+        self.log.info("batch ended: %s", ended)
+        return self._advance(context, written)
+
+    def _advance(self, context: Context, written: int) -> dict[str, Any]:
+        """One wave; defers while batches run (``written``: lines this try wrote so far)."""
+        state = self._state_url(context)
+        results = _Results(self.results_path, state)
+        connection = _worker_credentials(self.conn_id)
+        options = self._job_options(state)
+        lines = results.read_back()
+        with _refused_for_good():
+            active, stats, count = anyio.run(self._wave, connection, options, results, lines)
+        written += count
+        if active:
+            self.log.info(
+                "job state: %s; %d of %d requests final, %d batches running: deferring",
+                state,
+                stats.total - stats.items["waiting"] - stats.items["running"],
+                stats.total,
+                len(active),
+            )
+            poll = self._poll()
+            trigger = TwelveLabsBatchTrigger(
+                active,
+                conn_id=self.conn_id,
+                min_interval=poll.min_interval,
+                max_interval=poll.max_interval,
+                wait_for="any",
+            )
+            self.defer(trigger=trigger, method_name="execute_complete", kwargs={"written": written})
+        return self._finish(stats, written, results)
+
+    async def _wave(
+        self,
+        connection: tuple[str | None, str | None],
+        options: dict[str, Any],
+        results: _Results,
+        lines: list[int],
+    ) -> tuple[list[str], JobStatistics, int]:
+        """`Job.advance`: what ended collected, free slots filled, new outcomes written."""
+        async with _client(self.conn_id, *connection) as client:
+            job = client.jobs.run(**options)
+            async with job.advance() as active:
+                with results.open(job, lines) as file:
+                    written = await deliver(job, file)
+                return active, job.statistics(), written
+
+    def _finish(self, stats: JobStatistics, written: int, results: _Results) -> dict[str, Any]:
         results.publish()
         summary = _job_summary(stats, written, self.results_path)
         self.log.info("job ended: %s", summary)
@@ -678,6 +735,15 @@ class TwelveLabsJobOperator(BaseOperator):
         if stop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has just closed
                 stop()
+
+
+@contextlib.contextmanager
+def _refused_for_good() -> Iterator[None]:
+    """Bad requests, or a state that holds another job: a retry would fail the same."""
+    try:
+        yield
+    except (InvalidRequestError, ValueError) as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 class _Results:
