@@ -13,9 +13,11 @@ The parts, and where each runs:
   succeeds, so a retried task re-attaches to its batch instead of creating a twin.
 - `TwelveLabsBatchSensor` waits for batches created elsewhere, deferring from the start.
 - `TwelveLabsJobOperator` runs a job (any number of requests, in as many batches as it takes)
-  on a worker, without deferring: a job's driver, ledger and watcher live in one process. Its
-  state is a SQLite file at a path derived from the task instance, so a retried task resumes
-  the job instead of starting it again.
+  in waves (`Job.advance`): each wave collects the job's ended batches and fills the free slots
+  on a worker, then the task defers on the trigger (``wait_for="any"``) until one of its batches
+  ends. Its state is a SQLite file at a path derived from the task instance (on storage every
+  worker reaches), so the next wave, or a retried task, resumes the job instead of starting it
+  again. ``deferrable=False`` runs the whole job on one worker instead.
 
 The connection (``twelvelabs_default`` unless told): password = API key, host = base URL, e.g.
 ``AIRFLOW_CONN_TWELVELABS_DEFAULT='{"conn_type": "generic", "password": "<key>"}'``; without a
@@ -478,12 +480,13 @@ class TwelveLabsJobOperator(BaseOperator):
     """Runs a job (``client.jobs.run``) on the worker: any number of requests, through as many
     batches as the account's slots allow, one results line per request in ``results_path``.
 
-    It does not defer, and holds its worker slot until the job ends: a job is a process that
-    keeps admitting batches into free slots, collecting each ended batch's results into its
-    ledger and resubmitting what failed, with its ledger (a SQLite file) and watcher in that
-    process. Deferring would mean rebuilding all of it on some other worker after every wave,
-    with the ledger on storage every worker shares. For work that fits in one batch (1,000
-    requests) and should hold no slot, use `TwelveLabsBatchOperator`.
+    It defers between waves (``deferrable=True``, the default): a wave, on a worker, collects
+    the job's ended batches, fills its free slots with new batches and appends the newly final
+    lines; then the task defers on `TwelveLabsBatchTrigger` (``wait_for="any"``) with the job's
+    active batches, so no worker slot is held while they run, and ``execute_complete`` runs the
+    next wave, until none is left running. Waves may run on different workers: the state must
+    be on storage they all reach. ``deferrable=False`` runs the whole job in one worker process
+    with a watcher, holding the slot until it ends.
 
     Retries resume. The job's state is kept in ``state`` (templated; by default a SQLite file
     under ``state_dir`` named from the DAG, run, task and map index), so a retried task
@@ -502,7 +505,7 @@ class TwelveLabsJobOperator(BaseOperator):
     and ``canceled`` requests (and ``waiting``/``running``, 0 once the job has ended) and
     ``written`` the lines this try wrote. With ``fail_on_failed_items`` the task then fails
     (`TwelveLabsJobError`, not retried) when any request did not end ready. ``on_kill`` stops
-    the job where it is, leaving its batches running and its state resumable.
+    a ``deferrable=False`` job where it is, leaving its batches running and its state resumable.
 
     Args:
         requests: the path of a JSON Lines file (one request a line; templated; read on the
@@ -515,12 +518,13 @@ class TwelveLabsJobOperator(BaseOperator):
         max_active: the account's active-batch limit (the API's is 5).
         state: the job's state (templated): ``sqlite:///PATH`` or a file path.
         state_dir: where the default state goes (default ``$AIRFLOW_HOME/asyncbatch/jobs``);
-            with workers on several machines, a directory they all share, or a retry that
-            lands elsewhere starts the job again.
+            with workers on several machines, a directory they all share, or a wave or retry
+            that lands elsewhere starts the job again.
         conn_id: the Airflow connection: password = API key, host = base URL.
         min_interval, max_interval: polling bounds of the job's batches, seconds
             (default 10 to 60).
         fail_on_failed_items: fail the task when some requests did not end ready.
+        deferrable: defer between waves (the default), or run the job on the worker.
     """
 
     template_fields: Sequence[str] = (
