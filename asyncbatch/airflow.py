@@ -13,9 +13,11 @@ The parts, and where each runs:
   succeeds, so a retried task re-attaches to its batch instead of creating a twin.
 - `TwelveLabsBatchSensor` waits for batches created elsewhere, deferring from the start.
 - `TwelveLabsJobOperator` runs a job (any number of requests, in as many batches as it takes)
-  on a worker, without deferring: a job's driver, ledger and watcher live in one process. Its
-  state is a SQLite file at a path derived from the task instance, so a retried task resumes
-  the job instead of starting it again.
+  in waves (`Job.advance`): each wave collects the job's ended batches and fills the free slots
+  on a worker, then the task defers on the trigger (``wait_for="any"``) until one of its batches
+  ends. Its state is a SQLite file at a path derived from the task instance (on storage every
+  worker reaches), so the next wave, or a retried task, resumes the job instead of starting it
+  again. ``deferrable=False`` runs the whole job on one worker instead.
 
 The connection (``twelvelabs_default`` unless told): password = API key, host = base URL, e.g.
 ``AIRFLOW_CONN_TWELVELABS_DEFAULT='{"conn_type": "generic", "password": "<key>"}'``; without a
@@ -141,7 +143,9 @@ def _completed(outcome: Mapping[str, Any]) -> bool:
 
 
 class TwelveLabsBatchTrigger(BaseTrigger):
-    """Watches ``batch_ids`` and fires one event when every one has ended.
+    """Watches ``batch_ids`` and fires one event when every one has ended (``wait_for="all"``)
+    or as soon as any one has (``wait_for="any"``: the payload then holds only the batches that
+    had ended).
 
     The event's payload is plain JSON: ``{"batches": {id: {"batch_id", "event", "status",
     <counters>, "error"}}, "completed": bool}``, where ``event`` is the watcher's final event kind
@@ -155,6 +159,7 @@ class TwelveLabsBatchTrigger(BaseTrigger):
             so that a trigger re-created after a triggerer restart keeps the same deadline.
         min_interval, max_interval: polling bounds, seconds (the watcher's defaults if None).
         cancel_on_kill: cancel the batches when a user kills the deferred task.
+        wait_for: ``"all"`` (the default) or ``"any"``.
     """
 
     def __init__(
@@ -166,8 +171,11 @@ class TwelveLabsBatchTrigger(BaseTrigger):
         min_interval: float | None = None,
         max_interval: float | None = None,
         cancel_on_kill: bool = False,
+        wait_for: str = "all",
     ) -> None:
         super().__init__()
+        if wait_for not in ("all", "any"):
+            raise ValueError(f'wait_for is "all" or "any", not {wait_for!r}')
         check_not_a_string(batch_ids, "batch_ids")
         self.batch_ids = [check_batch_id(batch_id) for batch_id in batch_ids]
         if not self.batch_ids:
@@ -177,6 +185,7 @@ class TwelveLabsBatchTrigger(BaseTrigger):
         self.min_interval = min_interval
         self.max_interval = max_interval
         self.cancel_on_kill = cancel_on_kill
+        self.wait_for = wait_for
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the arguments that rebuild this trigger; never the key."""
@@ -189,11 +198,13 @@ class TwelveLabsBatchTrigger(BaseTrigger):
                 "min_interval": self.min_interval,
                 "max_interval": self.max_interval,
                 "cancel_on_kill": self.cancel_on_kill,
+                "wait_for": self.wait_for,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Watch until every batch has ended (or ``end_time``), then yield one event."""
+        """Watch until every batch (or, with ``wait_for="any"``, one) has ended, or until
+        ``end_time``, then yield one event."""
         outcomes: dict[str, dict[str, Any]] = {}
         try:
             async with await client_from_connection(self.conn_id) as client:
@@ -225,6 +236,8 @@ class TwelveLabsBatchTrigger(BaseTrigger):
                 if event.is_final:
                     outcomes[event.batch_id] = _outcome(event)
                     self.log.info("batch %s ended: %s", event.batch_id, event.kind)
+                    if self.wait_for == "any":
+                        break
         return outcomes
 
     async def on_kill(self) -> None:
@@ -467,12 +480,13 @@ class TwelveLabsJobOperator(BaseOperator):
     """Runs a job (``client.jobs.run``) on the worker: any number of requests, through as many
     batches as the account's slots allow, one results line per request in ``results_path``.
 
-    It does not defer, and holds its worker slot until the job ends: a job is a process that
-    keeps admitting batches into free slots, collecting each ended batch's results into its
-    ledger and resubmitting what failed, with its ledger (a SQLite file) and watcher in that
-    process. Deferring would mean rebuilding all of it on some other worker after every wave,
-    with the ledger on storage every worker shares. For work that fits in one batch (1,000
-    requests) and should hold no slot, use `TwelveLabsBatchOperator`.
+    It defers between waves (``deferrable=True``, the default): a wave, on a worker, collects
+    the job's ended batches, fills its free slots with new batches and appends the newly final
+    lines; then the task defers on `TwelveLabsBatchTrigger` (``wait_for="any"``) with the job's
+    active batches, so no worker slot is held while they run, and ``execute_complete`` runs the
+    next wave, until none is left running. Waves may run on different workers: the state must
+    be on storage they all reach. ``deferrable=False`` runs the whole job in one worker process
+    with a watcher, holding the slot until it ends.
 
     Retries resume. The job's state is kept in ``state`` (templated; by default a SQLite file
     under ``state_dir`` named from the DAG, run, task and map index), so a retried task
@@ -491,7 +505,7 @@ class TwelveLabsJobOperator(BaseOperator):
     and ``canceled`` requests (and ``waiting``/``running``, 0 once the job has ended) and
     ``written`` the lines this try wrote. With ``fail_on_failed_items`` the task then fails
     (`TwelveLabsJobError`, not retried) when any request did not end ready. ``on_kill`` stops
-    the job where it is, leaving its batches running and its state resumable.
+    a ``deferrable=False`` job where it is, leaving its batches running and its state resumable.
 
     Args:
         requests: the path of a JSON Lines file (one request a line; templated; read on the
@@ -504,12 +518,13 @@ class TwelveLabsJobOperator(BaseOperator):
         max_active: the account's active-batch limit (the API's is 5).
         state: the job's state (templated): ``sqlite:///PATH`` or a file path.
         state_dir: where the default state goes (default ``$AIRFLOW_HOME/asyncbatch/jobs``);
-            with workers on several machines, a directory they all share, or a retry that
-            lands elsewhere starts the job again.
+            with workers on several machines, a directory they all share, or a wave or retry
+            that lands elsewhere starts the job again.
         conn_id: the Airflow connection: password = API key, host = base URL.
         min_interval, max_interval: polling bounds of the job's batches, seconds
             (default 10 to 60).
         fail_on_failed_items: fail the task when some requests did not end ready.
+        deferrable: defer between waves (the default), or run the job on the worker.
     """
 
     template_fields: Sequence[str] = (
@@ -538,9 +553,11 @@ class TwelveLabsJobOperator(BaseOperator):
         min_interval: float | None = None,
         max_interval: float | None = None,
         fail_on_failed_items: bool = False,
+        deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable
         self.requests: str | list[Any] = (
             os.fspath(requests)
             if isinstance(requests, str | os.PathLike)
@@ -564,18 +581,73 @@ class TwelveLabsJobOperator(BaseOperator):
         self._stop: Callable[[], None] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Run (or resume) the job to its end, write the missing results lines, summarise."""
+        """Advance the job one wave and defer until one of its batches ends (or, with
+        ``deferrable=False``, run it to its end here); the summary once it has ended."""
+        if self.deferrable:
+            return self._advance(context, 0)
         state = self._state_url(context)
         results = _Results(self.results_path, state)
         connection = _worker_credentials(self.conn_id)
         options = self._job_options(state)
         lines = results.read_back()
         self.log.info("job state: %s; results: %s", state, self.results_path)
-        try:
+        with _refused_for_good():
             stats, written = anyio.run(self._run, connection, options, results, lines)
-        except (InvalidRequestError, ValueError) as exc:
-            # Bad requests, or a state that holds another job: a retry would fail the same.
-            raise AirflowFailException(str(exc)) from exc
+        return self._finish(stats, written, results)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], written: int = 0
+    ) -> dict[str, Any]:
+        """Back from the trigger (one of the job's batches ended): the next wave."""
+        ended = ", ".join(f"{b} {o['event']} {o['status']}" for b, o in event["batches"].items())
+        self.log.info("batch ended: %s", ended)
+        return self._advance(context, written)
+
+    def _advance(self, context: Context, written: int) -> dict[str, Any]:
+        """One wave; defers while batches run (``written``: lines this try wrote so far)."""
+        state = self._state_url(context)
+        results = _Results(self.results_path, state)
+        connection = _worker_credentials(self.conn_id)
+        options = self._job_options(state)
+        lines = results.read_back()
+        with _refused_for_good():
+            active, stats, count = anyio.run(self._wave, connection, options, results, lines)
+        written += count
+        if active:
+            self.log.info(
+                "job state: %s; %d of %d requests final, %d batches running: deferring",
+                state,
+                stats.total - stats.items["waiting"] - stats.items["running"],
+                stats.total,
+                len(active),
+            )
+            poll = self._poll()
+            trigger = TwelveLabsBatchTrigger(
+                active,
+                conn_id=self.conn_id,
+                min_interval=poll.min_interval,
+                max_interval=poll.max_interval,
+                wait_for="any",
+            )
+            self.defer(trigger=trigger, method_name="execute_complete", kwargs={"written": written})
+        return self._finish(stats, written, results)
+
+    async def _wave(
+        self,
+        connection: tuple[str | None, str | None],
+        options: dict[str, Any],
+        results: _Results,
+        lines: list[int],
+    ) -> tuple[list[str], JobStatistics, int]:
+        """`Job.advance`: what ended collected, free slots filled, new outcomes written."""
+        async with _client(self.conn_id, *connection) as client:
+            job = client.jobs.run(**options)
+            async with job.advance() as active:
+                with results.open(job, lines) as file:
+                    written = await deliver(job, file)
+                return active, job.statistics(), written
+
+    def _finish(self, stats: JobStatistics, written: int, results: _Results) -> dict[str, Any]:
         results.publish()
         summary = _job_summary(stats, written, self.results_path)
         self.log.info("job ended: %s", summary)
@@ -667,6 +739,15 @@ class TwelveLabsJobOperator(BaseOperator):
         if stop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has just closed
                 stop()
+
+
+@contextlib.contextmanager
+def _refused_for_good() -> Iterator[None]:
+    """Bad requests, or a state that holds another job: a retry would fail the same."""
+    try:
+        yield
+    except (InvalidRequestError, ValueError) as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 class _Results:

@@ -156,6 +156,7 @@ async def test_serialized_trigger_holds_ids_and_options_never_the_key(
         "min_interval": 7.0,
         "max_interval": 70.0,
         "cancel_on_kill": False,
+        "wait_for": "all",
     }
     with caplog.at_level(logging.DEBUG):
         [event] = await events_of(rebuilt(trigger))
@@ -181,7 +182,24 @@ async def test_a_restarted_trigger_resumes_from_its_serialized_form_without_dupl
     assert sorted(sim.batch_ids()) == sorted(ids)  # nothing created again
 
 
+async def test_wait_for_any_fires_when_the_first_batch_ends_with_only_that_one(
+    sim: Simulator,
+) -> None:
+    first, second = await create(sim, 2)
+    sim.cancel_batch(second)
+    trigger = rebuilt(TwelveLabsBatchTrigger([first, second], min_interval=5.0, wait_for="any"))
+    assert trigger.serialize()[1]["wait_for"] == "any"
+    [event] = await events_of(trigger)
+    assert list(event.payload["batches"]) == [second]
+    assert event.payload["batches"][second]["status"] == "canceled"
+    assert sim.batch(first)["status"] not in ("completed", "failed", "canceled", "expired")
+    [event] = await events_of(TwelveLabsBatchTrigger([first], wait_for="any"))
+    assert event.payload["batches"][first]["status"] == "completed"
+
+
 def test_bad_batch_ids_are_refused_when_the_trigger_is_built() -> None:
+    with pytest.raises(ValueError, match='"all" or "any"'):
+        TwelveLabsBatchTrigger(["0" * 24], wait_for="some")
     with pytest.raises(ValueError, match="24 hex"):
         TwelveLabsBatchTrigger(["not-an-id"])
     with pytest.raises(TypeError):

@@ -1,6 +1,10 @@
 """The Airflow job operator, run as a worker runs it (``execute`` with the task's context)
 against a simulator served from this process on a clock 40 times faster than real time.
 
+Deferring (the default), each ``TaskDeferred`` is resumed as Airflow resumes it: the trigger is
+rebuilt from its serialized form (through JSON) and run to its event, then the method it names
+is called on a fresh operator with the event and the deferral's kwargs.
+
 The connection comes from ``AIRFLOW_CONN_TWELVELABS_DEFAULT`` as in a deployment; nothing of
 Airflow or of asyncbatch is mocked. A stopped try is stopped as Airflow stops one: ``on_kill``
 from another thread while ``execute`` runs; the retry is a fresh operator with the same task
@@ -10,10 +14,11 @@ it; ``ASYNCBATCH_REQUIRE_AIRFLOW=1`` makes that a failure).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +30,21 @@ if os.environ.get("ASYNCBATCH_REQUIRE_AIRFLOW"):
     import airflow  # noqa: F401 - a missing Airflow fails here in CI instead of skipping
 pytest.importorskip("airflow", reason="Airflow is not installed: run `make test-airflow`")
 
+import anyio
 from airflow.sdk import Context, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow.sdk.io import attach
+from airflow.triggers.base import TriggerEvent
 from anyio.from_thread import BlockingPortal
 from fsspec.implementations.memory import MemoryFileSystem
 
-from asyncbatch.airflow import TwelveLabsJobError, TwelveLabsJobOperator, TwelveLabsJobStopped
+from asyncbatch import AuthenticationError
+from asyncbatch.airflow import (
+    TwelveLabsBatchTrigger,
+    TwelveLabsJobError,
+    TwelveLabsJobOperator,
+    TwelveLabsJobStopped,
+)
 from asyncbatch.testing import Simulator
 from tests.replica_worker import API_KEY, RunningClock, count_lines, serve_simulator, wait_for
 from tests.test_jobs_kill import check_against_simulator
@@ -89,9 +102,40 @@ def operator(tmp_path: Path, **options: Any) -> TwelveLabsJobOperator:
         "state_dir": str(tmp_path / "states"),
         "min_interval": 0.2,
         "max_interval": 0.5,
+        "deferrable": False,
         **options,
     }
     return TwelveLabsJobOperator(**arguments)
+
+
+@dataclass
+class Deferrals:
+    """What a deferring task did: its summary, and each deferral's serialized trigger."""
+
+    summary: dict[str, Any]
+    triggers: list[dict[str, Any]]
+
+
+async def events_of(trigger: TwelveLabsBatchTrigger) -> list[TriggerEvent]:
+    return [event async for event in trigger.run()]
+
+
+def run_deferring(make: Callable[[], TwelveLabsJobOperator], ti: TaskInstance) -> Deferrals:
+    """One try of a deferring task, from ``execute`` until it returns (or raises)."""
+    triggers: list[dict[str, Any]] = []
+    step: Callable[[], dict[str, Any]] = functools.partial(make().execute, context_of(ti))
+    while True:
+        try:
+            return Deferrals(step(), triggers)
+        except TaskDeferred as deferred:
+            classpath, kwargs = deferred.trigger.serialize()
+            assert classpath == "asyncbatch.airflow.TwelveLabsBatchTrigger"
+            kwargs = json.loads(json.dumps(kwargs))  # as the triggerer gets them
+            triggers.append(kwargs)
+            [event] = anyio.run(events_of, TwelveLabsBatchTrigger(**kwargs))
+            payload = json.loads(json.dumps(event.payload))
+            method = getattr(make(), deferred.method_name)  # a fresh operator, as after a defer
+            step = functools.partial(method, context_of(ti), payload, **(deferred.kwargs or {}))
 
 
 def sent(portal: BlockingPortal, sim: Simulator) -> list[tuple[str, str, str]]:
@@ -109,7 +153,7 @@ def test_a_job_of_300_requests_writes_one_line_per_request(
 ) -> None:
     portal, sim = simulator
     write_requests(tmp_path / "requests.jsonl", 300)
-    summary = operator(tmp_path).execute(context_of(TaskInstance()))
+    summary = operator(tmp_path).execute(context_of(TaskInstance()))  # on the worker
     assert json.loads(json.dumps(summary)) == summary  # plain JSON for XCom
     assert summary["total"] == 300
     assert summary["items"]["ready"] == 300
@@ -244,3 +288,76 @@ def test_an_object_storage_destination_gets_the_whole_file_once_the_retry_ends(
     assert published == local_copy.read_text()
     (tmp_path / "published.jsonl").write_text(published)
     check_against_simulator(tmp_path / "published.jsonl", sent(portal, sim), 200)
+
+
+@pytest.mark.timeout(180)
+def test_a_deferring_job_of_400_requests_holds_no_worker_between_waves(
+    simulator: tuple[BlockingPortal, Simulator],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    portal, sim = simulator
+    write_requests(tmp_path / "requests.jsonl", 400, failing=9)
+    caplog.set_level(logging.DEBUG)
+    ran = run_deferring(lambda: operator(tmp_path, deferrable=True, max_attempts=2), TaskInstance())
+    assert len(ran.triggers) > 1  # deferred between waves, more than once
+    assert all(t["wait_for"] == "any" for t in ran.triggers)
+    assert all(1 <= len(t["batch_ids"]) <= 5 for t in ran.triggers)
+    summary = ran.summary
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["total"] == 400
+    assert summary["items"] == {
+        "waiting": 0,
+        "running": 0,
+        "ready": 399,
+        "failed": 1,
+        "canceled": 0,
+    }
+    assert summary["written"] == 400  # counted over every wave of the try
+    everything = sent(portal, sim)
+    assert summary["batches"] == len(portal.call(sim.batch_ids))
+    check_against_simulator(tmp_path / "results.jsonl", everything, 400)  # no twin batch
+    assert portal.call(lambda: sim.stats.requests["create"]) == summary["batches"]
+    shown = [json.dumps(ran.triggers), caplog.text]
+    assert all(API_KEY not in text for text in shown)
+
+
+@pytest.mark.timeout(180)
+def test_a_deferring_try_that_fails_midway_is_resumed_by_the_retry(
+    simulator: tuple[BlockingPortal, Simulator],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    portal, sim = simulator
+    # The failing request goes round again in a batch of its own: waves after the first five.
+    write_requests(tmp_path / "requests.jsonl", 300, failing=9)
+    results = tmp_path / "results.jsonl"
+    ti = TaskInstance()
+    good = os.environ["AIRFLOW_CONN_TWELVELABS_DEFAULT"]
+    waves = 0
+
+    def fails_on_the_third_wave() -> TwelveLabsJobOperator:
+        nonlocal waves
+        waves += 1
+        if waves == 3:  # the key was rotated under the running task: this wave fails
+            wrong = dict(json.loads(good), password="rotated-key-0b7e")
+            monkeypatch.setenv("AIRFLOW_CONN_TWELVELABS_DEFAULT", json.dumps(wrong))
+        return operator(tmp_path, deferrable=True, max_attempts=3)
+
+    with pytest.raises(AuthenticationError):
+        run_deferring(fails_on_the_third_wave, ti)
+    written_first = count_lines(results)
+    assert 0 < written_first < 300  # failed midway, with some lines written
+    before = {batch_id for batch_id, _, _ in sent(portal, sim)}
+    monkeypatch.setenv("AIRFLOW_CONN_TWELVELABS_DEFAULT", good)
+
+    retry = run_deferring(lambda: operator(tmp_path, deferrable=True, max_attempts=3), ti)
+
+    assert retry.triggers  # the retry deferred too
+    assert retry.summary["items"]["ready"] == 299
+    assert retry.summary["items"]["failed"] == 1
+    assert retry.summary["written"] == 300 - written_first  # only what was missing
+    everything = sent(portal, sim)
+    assert before <= {batch_id for batch_id, _, _ in everything}
+    check_against_simulator(results, everything, 300)
+    assert portal.call(lambda: sim.stats.requests["create"]) == len(portal.call(sim.batch_ids))

@@ -36,8 +36,8 @@ import hashlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, Unpack
@@ -54,6 +54,7 @@ from .._errors import (
     ConflictError,
     DecodeError,
     EndpointNotFoundError,
+    NotFoundError,
     PermissionDeniedError,
     RateLimitError,
 )
@@ -118,6 +119,10 @@ class JobBatches(Protocol):
 
     def results(self, batch_id: str) -> ResultStream:
         """A batch's results."""
+        ...
+
+    async def retrieve(self, batch_id: str, *, timeout: float | None = ...) -> Batch:
+        """A batch's current status and counters."""
         ...
 
     async def cancel(self, batch_id: str) -> Batch:
@@ -213,6 +218,41 @@ class Job:
     async def __aenter__(self) -> Self:
         if self._stage != "new":
             raise RuntimeError("a Job can be entered only once")
+        await self._open()
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._drive)
+        return self
+
+    @asynccontextmanager
+    async def advance(self) -> AsyncIterator[list[str]]:
+        """One wave of the job without a watcher, for a caller that waits elsewhere (the
+        Airflow job operator defers between waves): ``async with job.advance() as active:``.
+
+        Entering opens the ledger (reading the requests in, or resuming), settles unknown
+        creates (orphan adoption), collects every active batch that has ended (its status
+        retrieved once; collected exactly as a watched job collects it), then fills the free
+        slots with new batches exactly as a running job does. Inside the block the job
+        iterates the outcomes it owes and then stops (deliver them with
+        `asyncbatch._jobs.output.deliver`); ``active`` is the IDs of the job's batches still
+        running: empty exactly when every request is final. When foreign batches hold every
+        slot and none of the job's runs, it waits here (backing off) until one comes free.
+        A job is entered once: ``advance`` or ``async with``, never both.
+        """
+        if self._stage != "new":
+            raise RuntimeError("a Job can be entered only once")
+        await self._open()
+        try:
+            active = await self._wave()
+            self._done = True
+            yield active
+        except Exception as exc:
+            raise _unwrapped(exc) from None
+        finally:
+            self._stage = "closed"
+            self._ledger_closed()
+
+    async def _open(self) -> None:
         self._stage = "running"
         self._ledger = open_ledger(self._state_url)
         try:
@@ -224,10 +264,10 @@ class Job:
         self._canceling = self._ledger.meta("canceled") == "1"
         self._started_at = anyio.current_time()
         self._final_at_start = _finished(self._ledger.counts())
-        self._group = anyio.create_task_group()
-        await self._group.__aenter__()
-        self._group.start_soon(self._drive)
-        return self
+
+    def _ledger_closed(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
 
     async def __aexit__(
         self,
@@ -242,8 +282,7 @@ class Job:
                 group.cancel_scope.cancel()
                 await group.__aexit__(None, None, None)
         finally:
-            if self._ledger is not None:
-                self._ledger.close()
+            self._ledger_closed()
 
     async def _load_input(self, ledger: Ledger) -> None:
         """Read the requests into the ledger, or check that it holds this job already."""
@@ -394,30 +433,69 @@ class Job:
         ledger = self._entered()
         idle_wait = _IDLE_WAIT[0]
         while True:
-            if self._canceling and ledger.cancel_waiting():
-                self._finals.set()
-            counts = ledger.counts()
-            active = ledger.active_batches()
-            waiting = counts.get("waiting", 0)
-            if not waiting and not active:
-                return
-            free = self._limit - self._foreign - len(active)
-            if not waiting or free <= 0:
-                if not active:  # only foreign batches hold the slots: look again later
-                    with anyio.move_on_after(idle_wait):
-                        await self._wait_for_change()
-                    idle_wait = min(idle_wait * 2, _IDLE_WAIT[1])
-                    self._limit = self._max_active
-                    await self._count_foreign()
-                else:
-                    await self._wait_for_change()
+            if await self._admit(ledger):
+                idle_wait = _IDLE_WAIT[0]
                 continue
-            idle_wait = _IDLE_WAIT[0]
-            running = [self._loads.get(b, 0) for b in active]
-            size = next_batch_size(waiting, free_slots=free, running=running, cap=self._cap)
-            if self._probe is not None:
-                size = min(size, self._probe)
-            await self._create(ledger, ledger.new_intent(size))
+            if not ledger.counts().get("waiting", 0) and not ledger.active_batches():
+                return
+            if not ledger.active_batches():  # only foreign batches hold the slots: look again
+                with anyio.move_on_after(idle_wait):
+                    await self._wait_for_change()
+                idle_wait = await self._look_again(idle_wait)
+            else:
+                await self._wait_for_change()
+
+    async def _admit(self, ledger: Ledger) -> bool:
+        """Create one batch if requests wait and a slot is free; False when none can be."""
+        if self._canceling and ledger.cancel_waiting():
+            self._finals.set()
+        waiting = ledger.counts().get("waiting", 0)
+        active = ledger.active_batches()
+        free = self._limit - self._foreign - len(active)
+        if not waiting or free <= 0:
+            return False
+        running = [self._loads.get(b, 0) for b in active]
+        size = next_batch_size(waiting, free_slots=free, running=running, cap=self._cap)
+        if self._probe is not None:
+            size = min(size, self._probe)
+        await self._create(ledger, ledger.new_intent(size))
+        return True
+
+    async def _look_again(self, idle_wait: float) -> float:
+        """After an idle wait: the account's limit applies again, foreign batches are counted
+        again; the next wait is twice as long."""
+        self._limit = self._max_active
+        await self._count_foreign()
+        return min(idle_wait * 2, _IDLE_WAIT[1])
+
+    async def _wave(self) -> list[str]:
+        """Collect what ended, fill the free slots; the job's batches still active."""
+        ledger = self._entered()
+        await self._count_foreign(strict=True)
+        await self._recover()
+        for batch_id in list(ledger.active_batches()):
+            await self._poll_once(batch_id)
+        idle_wait = _IDLE_WAIT[0]
+        while True:
+            while await self._admit(ledger):
+                pass
+            active = list(ledger.active_batches())
+            if active or not ledger.counts().get("waiting", 0):
+                return active
+            await anyio.sleep(idle_wait)  # only foreign batches hold the slots
+            idle_wait = await self._look_again(idle_wait)
+
+    async def _poll_once(self, batch_id: str) -> None:
+        """Retrieve a batch once: collect it if it has ended (or is gone), else note its load."""
+        try:
+            batch = await self._client.batches.retrieve(batch_id)
+        except NotFoundError:
+            await self._collect(batch_id, "gone")
+            return
+        if batch.is_terminal:
+            await self._collect(batch_id, batch.status)
+        else:
+            self._loads[batch_id] = batch.queued_items + batch.processing_items
 
     async def _wait_for_change(self) -> None:
         if self._changed.is_set():
