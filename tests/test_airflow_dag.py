@@ -119,6 +119,23 @@ def test_the_dag_of_docs_airflow_md_runs(simulator: str, tmp_path: Path) -> None
 
 
 @pytest.mark.timeout(240)
+def test_the_dag_of_the_readme_runs(simulator: str, tmp_path: Path) -> None:
+    [block] = [b for b in blocks(ROOT / "README.md") if "from airflow.sdk import" in b.code]
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    dag_file = dags / "summarise_clips.py"
+    dag_file.write_text(block.code)
+    env = airflow_env(tmp_path / "home", simulator, tmp_path, dags)
+    env["AIRFLOW_VAR_RESULTS_DIR"] = str(tmp_path)
+    log = run_dag(str(dag_file), env)
+    assert "dag-run-state: success" in log, log[-4000:]
+    reported = re.search(r"batch ([0-9a-f]{24}): 3 ready", log)
+    assert reported is not None, log[-4000:]
+    assert anyio.run(batches_on, simulator) == [reported[1]]
+    assert KEY not in log
+
+
+@pytest.mark.timeout(240)
 def test_a_dag_with_the_operator_runs_end_to_end_and_its_retry_reattaches(
     simulator: str, tmp_path: Path
 ) -> None:
