@@ -67,6 +67,8 @@ def rebuilt(trigger: TwelveLabsBatchTrigger) -> TwelveLabsBatchTrigger:
 
 
 async def test_trigger_yields_one_event_when_every_batch_has_ended(sim: Simulator) -> None:
+    """The trigger waits (on virtual time) until every batch ends, then fires once with a plain-JSON
+    payload holding each batch's `done` outcome and counters; it creates no batch."""
     ids = await create(sim, 2)
     trigger = TwelveLabsBatchTrigger(ids, min_interval=5.0, max_interval=30.0)
     started = sim.now()
@@ -87,6 +89,7 @@ async def test_trigger_yields_one_event_when_every_batch_has_ended(sim: Simulato
 
 
 async def test_a_canceled_batch_is_reported_as_not_completed(sim: Simulator) -> None:
+    """A batch that ends `canceled` makes the payload's `completed` false and carries its status."""
     [batch_id] = await create(sim)
     sim.cancel_batch(batch_id)
     [event] = await events_of(TwelveLabsBatchTrigger([batch_id]))
@@ -95,6 +98,7 @@ async def test_a_canceled_batch_is_reported_as_not_completed(sim: Simulator) -> 
 
 
 async def test_a_missing_batch_is_gone_with_its_error(sim: Simulator) -> None:
+    """An unknown batch ID ends `gone` with a NotFoundError, and `completed` is false."""
     missing = "0" * 24
     [event] = await events_of(TwelveLabsBatchTrigger([missing]))
     outcome = event.payload["batches"][missing]
@@ -104,6 +108,8 @@ async def test_a_missing_batch_is_gone_with_its_error(sim: Simulator) -> None:
 
 
 async def test_the_end_time_bounds_the_wait(sim: Simulator) -> None:
+    """Past `end_time` the trigger stops waiting and reports a WaitTimeoutError outcome for the
+    unfinished batch."""
     [batch_id] = await create(sim)
     started = sim.now()
     [event] = await events_of(TwelveLabsBatchTrigger([batch_id], end_time=time.time() + 30.0))
@@ -116,6 +122,8 @@ async def test_the_end_time_bounds_the_wait(sim: Simulator) -> None:
 async def test_a_wrong_key_in_the_connection_is_an_error_outcome_without_the_key(
     sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A connection holding a rejected key gives an AuthenticationError outcome, and the payload
+    never contains that key."""
     [batch_id] = await create(sim)
     wrong = "wrong-key-7c2d"
     connection = {"conn_type": "generic", "host": sim.base_url, "password": wrong}
@@ -129,6 +137,8 @@ async def test_a_wrong_key_in_the_connection_is_an_error_outcome_without_the_key
 async def test_a_connection_without_password_says_where_the_key_goes(
     sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A connection with no password gives a ConfigurationError outcome naming the connection
+    that lacks it."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_TWELVELABS_DEFAULT",
         json.dumps({"conn_type": "generic", "host": sim.base_url}),
@@ -143,6 +153,8 @@ async def test_a_connection_without_password_says_where_the_key_goes(
 async def test_serialized_trigger_holds_ids_and_options_never_the_key(
     sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """`serialize()` holds exactly the IDs and options; a trigger rebuilt from it through JSON
+    still completes, and the key shows in no kwargs, repr, event or log line."""
     [batch_id] = await create(sim)
     end = time.time() + 3600.0
     trigger = TwelveLabsBatchTrigger(
@@ -168,6 +180,8 @@ async def test_serialized_trigger_holds_ids_and_options_never_the_key(
 async def test_a_restarted_trigger_resumes_from_its_serialized_form_without_duplicating(
     sim: Simulator,
 ) -> None:
+    """A trigger closed mid-wait and rebuilt from its serialized form waits on the same batches
+    to the end, creating none again."""
     ids = await create(sim, 2)
     first = TwelveLabsBatchTrigger(ids, min_interval=5.0, end_time=time.time() + 86_400.0)
     runs = cast(AsyncGenerator[TriggerEvent, None], first.run())
@@ -185,6 +199,8 @@ async def test_a_restarted_trigger_resumes_from_its_serialized_form_without_dupl
 async def test_wait_for_any_fires_when_the_first_batch_ends_with_only_that_one(
     sim: Simulator,
 ) -> None:
+    """With `wait_for="any"` the trigger fires on the first batch to end, reporting only that one
+    while the other keeps running."""
     first, second = await create(sim, 2)
     sim.cancel_batch(second)
     trigger = rebuilt(TwelveLabsBatchTrigger([first, second], min_interval=5.0, wait_for="any"))
@@ -198,6 +214,8 @@ async def test_wait_for_any_fires_when_the_first_batch_ends_with_only_that_one(
 
 
 def test_bad_batch_ids_are_refused_when_the_trigger_is_built() -> None:
+    """A bad `wait_for`, a malformed ID, a bare string or an empty list is refused with a typed
+    error when the trigger is built, not later in the triggerer."""
     with pytest.raises(ValueError, match='"all" or "any"'):
         TwelveLabsBatchTrigger(["0" * 24], wait_for="some")
     with pytest.raises(ValueError, match="24 hex"):

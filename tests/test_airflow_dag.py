@@ -87,6 +87,9 @@ def run_dag(target: str, env: dict[str, str]) -> str:
 
 @pytest.mark.timeout(240)
 def test_the_dag_of_docs_airflow_md_runs(simulator: str, tmp_path: Path) -> None:
+    """The DAG in docs/airflow.md runs to success against the simulator: its batch task writes the
+    results it reports, its job task one ready line per request with state under AIRFLOW_HOME,
+    and the key is in no log."""
     [block] = [b for b in blocks(ROOT / "docs" / "airflow.md") if b.language == "python"]
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -120,6 +123,8 @@ def test_the_dag_of_docs_airflow_md_runs(simulator: str, tmp_path: Path) -> None
 
 @pytest.mark.timeout(240)
 def test_the_dag_of_the_readme_runs(simulator: str, tmp_path: Path) -> None:
+    """The README's DAG runs to success against the simulator with one batch, the one its log
+    reports, and the key is in no log."""
     [block] = [b for b in blocks(ROOT / "README.md") if "from airflow.sdk import" in b.code]
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -139,6 +144,8 @@ def test_the_dag_of_the_readme_runs(simulator: str, tmp_path: Path) -> None:
 def test_a_dag_with_the_operator_runs_end_to_end_and_its_retry_reattaches(
     simulator: str, tmp_path: Path
 ) -> None:
+    """A DAG whose first try fails after creating its batch succeeds on the retry, which re-attaches
+    to that same batch (no second one) and writes its summary and every result."""
     env = airflow_env(tmp_path / "home", simulator, tmp_path)
     log = run_dag("tests.airflow_dags.twelvelabs_batch", env)
     assert "dag-run-state: success" in log, log[-4000:]

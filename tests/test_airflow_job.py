@@ -151,6 +151,8 @@ def sent(portal: BlockingPortal, sim: Simulator) -> list[tuple[str, str, str]]:
 def test_a_job_of_300_requests_writes_one_line_per_request(
     simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
 ) -> None:
+    """The job operator, run on a worker, sends 300 requests over several batches and writes one
+    result line per request; its summary is plain JSON matching the simulator."""
     portal, sim = simulator
     write_requests(tmp_path / "requests.jsonl", 300)
     summary = operator(tmp_path).execute(context_of(TaskInstance()))  # on the worker
@@ -171,6 +173,8 @@ def test_a_killed_try_is_resumed_by_the_retry_without_twin_batches(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A try stopped by `on_kill` cancels nothing and leaves its state; the retry writes only the
+    missing lines, reuses the batches already made, and never logs the key."""
     portal, sim = simulator
     write_requests(tmp_path / "requests.jsonl", 400)
     results = tmp_path / "results.jsonl"
@@ -206,6 +210,8 @@ def test_a_killed_try_is_resumed_by_the_retry_without_twin_batches(
 def test_requests_not_ready_fail_the_task_when_asked_after_every_line_is_written(
     simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
 ) -> None:
+    """With `fail_on_failed_items` a request that stays failed after `max_attempts` fails the task,
+    but only after every line is written; the given state path is used."""
     portal, sim = simulator
     write_requests(tmp_path / "requests.jsonl", 20, failing=7)
     task = operator(
@@ -230,6 +236,8 @@ def test_requests_not_ready_fail_the_task_when_asked_after_every_line_is_written
 def test_results_of_another_job_are_refused_and_nothing_is_sent(
     simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
 ) -> None:
+    """A results file already holding lines the job's state does not know fails the task before
+    any batch is created."""
     portal, sim = simulator
     write_requests(tmp_path / "requests.jsonl", 5)
     (tmp_path / "results.jsonl").write_text('{"line": 1, "status": "ready"}\n')
@@ -242,6 +250,8 @@ def test_results_of_another_job_are_refused_and_nothing_is_sent(
 def test_an_invalid_request_fails_the_task_without_retries_naming_its_line(
     simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
 ) -> None:
+    """An invalid request fails the task with AirflowFailException (no retry) naming its line, and
+    nothing is sent."""
     portal, sim = simulator
     bad = [{"video": {"asset_id": "a-1"}}, {"vidoe": {"asset_id": "a-2"}}]
     with pytest.raises(AirflowFailException, match="line 2"):
@@ -250,6 +260,8 @@ def test_an_invalid_request_fails_the_task_without_retries_naming_its_line(
 
 
 def test_mapped_task_instances_get_their_own_state() -> None:
+    """Each mapped task instance and each DAG run gets its own state file; the same instance always
+    gets the same one."""
     task = TwelveLabsJobOperator(
         task_id="analyse", requests=[], results_path="/r.jsonl", state_dir="/states"
     )
@@ -265,6 +277,8 @@ def test_mapped_task_instances_get_their_own_state() -> None:
 def test_an_object_storage_destination_gets_the_whole_file_once_the_retry_ends(
     simulator: tuple[BlockingPortal, Simulator], tmp_path: Path
 ) -> None:
+    """An object-storage destination is written only once the job ends: a stopped try publishes
+    nothing, and the retry publishes the whole local file."""
     portal, sim = simulator
     attach("memory", fs=MemoryFileSystem())
     destination = f"memory://results/{tmp_path.name}/results.jsonl"
@@ -296,6 +310,8 @@ def test_a_deferring_job_of_400_requests_holds_no_worker_between_waves(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A deferrable job defers to a `wait_for="any"` trigger between waves, and across all waves
+    writes every line once, with one create per batch and no key in triggers or logs."""
     portal, sim = simulator
     write_requests(tmp_path / "requests.jsonl", 400, failing=9)
     caplog.set_level(logging.DEBUG)
@@ -328,6 +344,8 @@ def test_a_deferring_try_that_fails_midway_is_resumed_by_the_retry(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A deferring try that fails in a later wave (key rotated) leaves its lines; the retry defers
+    too, writes only the missing lines and makes no twin batch."""
     portal, sim = simulator
     # The failing request goes round again in a batch of its own: waves after the first five.
     write_requests(tmp_path / "requests.jsonl", 300, failing=9)

@@ -88,6 +88,8 @@ def _render(board: Board, width: int, *, no_color: bool = True) -> str:
 def test_live_table_fits_the_terminal_keeping_full_ids_status_done_failed_and_eta(
     width: int,
 ) -> None:
+    """At any width from 80 columns the live table fits the terminal, never truncates an ID, and
+    keeps the batch, status, done, failed and eta columns."""
     text = _render(_board(), width)
     assert max(len(line) for line in text.splitlines()) <= width
     assert "…" not in text
@@ -101,6 +103,7 @@ def test_live_table_fits_the_terminal_keeping_full_ids_status_done_failed_and_et
 
 
 def test_live_table_keeps_a_bar_at_80_columns_and_every_column_at_160() -> None:
+    """At 80 columns the progress bar still shows; at 160 every column does, in order."""
     assert "progress" in _render(_board(), 80).splitlines()[0]
     assert _render(_board(), 160).splitlines()[0].split() == [
         "batch", "status", "progress", "done", "ready", "failed", "canceled", "rate", "eta",
@@ -108,6 +111,8 @@ def test_live_table_keeps_a_bar_at_80_columns_and_every_column_at_160() -> None:
 
 
 def test_columns_give_way_bar_first_then_ready_and_canceled() -> None:
+    """As the width shrinks the bar narrows first, then optional columns such as `canceled` go,
+    while batch, status, done, failed and eta stay."""
     widths = {"batch": 24, "status": 10, "progress": 0, "done": 7, "ready": 5, "failed": 6,
               "canceled": 8, "rate": 6, "eta": 3}  # fmt: skip
     wide, wide_bar = fit_columns(widths, 160)
@@ -122,6 +127,8 @@ def test_columns_give_way_bar_first_then_ready_and_canceled() -> None:
 
 
 def test_bar_glyphs_are_distinct_without_colour() -> None:
+    """Without colour the bar tells ready, failed, canceled and left apart by glyph, with a
+    legend."""
     board = Board()
     board.add(IDS[0])
     batch = _batch(IDS[0], "canceling", 30, 10, 5, canceled=5)
@@ -134,6 +141,8 @@ def test_bar_glyphs_are_distinct_without_colour() -> None:
 
 
 def test_total_row_adds_the_items_of_every_batch_with_the_overall_rate() -> None:
+    """The total row sums every batch's items and rate; with an open batch lacking a rate, the
+    overall eta is unknown."""
     board = _board()
     totals = board.totals()
     assert (totals.total, totals.ready, totals.failed, totals.finished) == (440, 130, 30, 160)
@@ -146,6 +155,7 @@ def test_total_row_adds_the_items_of_every_batch_with_the_overall_rate() -> None
 
 
 def test_completed_with_failed_items_is_not_shown_green() -> None:
+    """A `completed` batch with failed items gets the with-failures style, not the success one."""
     console = Console(file=io.StringIO(), width=160, force_terminal=True, color_system="truecolor")
     table, _ = live_table(_board(), 160)
     console.print(table)
@@ -155,6 +165,7 @@ def test_completed_with_failed_items_is_not_shown_green() -> None:
 
 
 def test_the_table_names_batches_that_have_names() -> None:
+    """A batch with a name is shown by its name instead of its ID, in the table and the summary."""
     text = _render(_board(names=True), 80)
     assert "batch-0" in text
     assert IDS[0] not in text
@@ -164,6 +175,9 @@ def test_the_table_names_batches_that_have_names() -> None:
 def test_a_terminal_without_rich_gets_a_hint_to_install_the_cli_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """On a terminal without rich the plain view is used and one hint says how to install the
+    `cli` extra."""
+
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
@@ -177,6 +191,8 @@ def test_a_terminal_without_rich_gets_a_hint_to_install_the_cli_extra(
 
 
 async def test_watch_against_an_unreachable_api_says_what_it_retries() -> None:
+    """`watch` against an unreachable API says on stderr that it retries and why, and its summary
+    names the time limit and the last failed request."""
     outcome = await cli("watch", "--plain", "--deadline", "30", "--max-failures", "50",
                         MISSING_ID, base_url=UNREACHABLE)  # fmt: skip
     assert outcome.status == 1
@@ -189,6 +205,8 @@ async def test_watch_against_an_unreachable_api_says_what_it_retries() -> None:
 
 
 async def test_live_view_shows_retries_under_the_table() -> None:
+    """Recent failed requests show under the live table with their count and last cause, and stop
+    showing once they are old."""
     board = _board()
     board.note_retries(3, "cannot reach the API: refused", 5.0)
     view = LiveView(io.StringIO())
@@ -202,6 +220,8 @@ async def test_live_view_shows_retries_under_the_table() -> None:
 
 
 async def test_wait_timeout_names_the_batch_and_the_cause() -> None:
+    """A `wait` timeout names the batch, the timeout, that it never answered and the last failed
+    request."""
     async with asyncbatch.Client(api_key=KEY, base_url=UNREACHABLE) as client:
         with pytest.raises(WaitTimeoutError) as raised:
             await client.batches.wait(MISSING_ID, timeout=2)
@@ -214,6 +234,8 @@ async def test_wait_timeout_names_the_batch_and_the_cause() -> None:
 async def test_adding_a_batch_that_already_ended_logs_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """`watcher.add` of a batch that already had its final event is not watched again and logs one
+    warning saying to `discard()` it first."""
     async with simulator() as sim, asyncbatch.Client(api_key=KEY, base_url=sim.base_url) as client:
         batch_id = sim.create_batch(1)["batch_id"]
         async with client.watch([batch_id], stop_when_done=False) as watcher:
@@ -229,6 +251,8 @@ async def test_adding_a_batch_that_already_ended_logs_a_warning(
 
 
 async def test_results_of_an_unfinished_batch_is_refused_unless_partial() -> None:
+    """`results` of an unfinished batch exits 1 saying it is still pending and pointing at
+    `--partial`, which prints what there is."""
     async with simulator() as sim:
         batch_id = sim.create_batch(3)["batch_id"]
         refused = await cli("results", batch_id, base_url=sim.base_url)
@@ -242,6 +266,7 @@ async def test_results_of_an_unfinished_batch_is_refused_unless_partial() -> Non
 
 
 async def test_the_same_404_reads_the_same_in_every_command() -> None:
+    """status, results, cancel and delete of a missing batch all exit 1 with the same message."""
     async with simulator() as sim:
         outcomes = [
             await cli(command, MISSING_ID, base_url=sim.base_url)
@@ -253,6 +278,7 @@ async def test_the_same_404_reads_the_same_in_every_command() -> None:
 
 
 async def test_a_mistyped_subcommand_gets_a_suggestion() -> None:
+    """A mistyped subcommand exits 2 suggesting the nearest one."""
     outcome = await cli("wacth", MISSING_ID)
     assert outcome.status == 2
     assert "did you mean 'watch'?" in outcome.error_line()
@@ -260,6 +286,7 @@ async def test_a_mistyped_subcommand_gets_a_suggestion() -> None:
 
 @pytest.mark.parametrize("argv", [["--help"], ["list", "--help"]])
 def test_a_closed_pipe_exits_zero_quietly(argv: list[str]) -> None:
+    """Output into a pipe whose reader has gone exits 0 with nothing on stderr."""
     read, write = os.pipe()
     os.close(read)  # the reader already left, as `| head -1` does after its line
     try:
@@ -278,6 +305,8 @@ def test_a_closed_pipe_exits_zero_quietly(argv: list[str]) -> None:
 
 
 async def test_a_client_never_closed_warns_once_in_its_own_words() -> None:
+    """A Client dropped unclosed gives one warning saying how to close it, and nothing reaches the
+    loop's exception handler."""
     reported: list[dict[str, object]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, context: reported.append(context))
     async with simulator() as sim:

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.anyio
 async def test_every_code_block_runs_and_prints_what_the_docs_say(
     path: Path, tmp_path: Path
 ) -> None:
+    """Every code block of the README and docs/ runs against the simulator and prints what the docs
+    show; a skipped block says why and every block is marked with its language."""
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # as on a fresh clone
     found = blocks(path)
     assert found, f"{path.name} has no code blocks"
@@ -50,5 +52,6 @@ async def test_every_code_block_runs_and_prints_what_the_docs_say(
 
 
 def test_the_runner_compares_with_ellipsis() -> None:
+    """The docs runner's `...` matches any text in a line, and different numbers do not match."""
     assert matches("batch ... done\n", "batch 6a6c33815627a2798966f59e done\n")
     assert not matches("2 result(s)\n", "3 result(s)\n")

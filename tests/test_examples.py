@@ -32,6 +32,7 @@ def _load(name: str) -> ModuleType:
 
 
 async def test_example_requests_file_creates_a_batch_that_completes() -> None:
+    """examples/requests.jsonl loads as a create body whose batch completes with all its items."""
     body = load_create_body(str(EXAMPLES / "requests.jsonl"), None)
     async with (
         Simulator(api_key="k", seed=2) as sim,
@@ -45,6 +46,7 @@ async def test_example_requests_file_creates_a_batch_that_completes() -> None:
 
 
 async def test_service_loop_example_handles_every_batch_and_stops_cleanly() -> None:
+    """The service-loop example reports each batch done and ready, then stops cleanly."""
     service_loop = _load("service_loop")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -86,6 +86,8 @@ def _when(text: str) -> datetime:
 
 
 async def test_every_request_comes_out_once_through_at_most_five_batches_at_a_time() -> None:
+    """1,500 requests each come out once, ready, through at most five active batches, with no
+    create refused or wasted; an outcome carries its custom_id, data, batch and task."""
     async with Simulator(api_key=KEY, seed=3, max_active=5) as sim:
         outcomes = await run_job(sim, requests(1500))
         assert_once_each(outcomes, 1500)
@@ -103,6 +105,8 @@ async def test_every_request_comes_out_once_through_at_most_five_batches_at_a_ti
 
 
 async def test_foreign_active_batches_leave_the_job_only_the_free_slots() -> None:
+    """Batches the job did not make count against the active limit: it uses only the free slots
+    and never gets a 429."""
     async with Simulator(api_key=KEY, seed=4, max_active=5, item_seconds=40.0) as sim:
         foreign = [sim.create_batch(200)["batch_id"] for _ in range(3)]
         outcomes = await run_job(sim, requests(400))
@@ -113,6 +117,8 @@ async def test_foreign_active_batches_leave_the_job_only_the_free_slots() -> Non
 
 
 async def test_a_429_on_create_waits_for_one_of_its_batches_to_end() -> None:
+    """When the account allows fewer active batches than the job assumes, a 429 on create waits
+    for one of its batches to end instead of spinning; every request still comes out once."""
     # The job believes in five slots; the account allows two: creates beyond two get 429.
     async with Simulator(api_key=KEY, seed=5, max_active=2) as sim:
         outcomes = await run_job(sim, requests(600), max_active=5)
@@ -126,6 +132,8 @@ async def test_a_429_on_create_waits_for_one_of_its_batches_to_end() -> None:
 
 
 async def test_failed_items_go_round_until_max_attempts_and_ready_is_never_resent() -> None:
+    """Failed items go into new batches until `max_attempts`, keeping each attempt's history and
+    error; a ready item is never sent again."""
     async with Simulator(
         api_key=KEY, seed=6, item_failure_rate=0.2, failing_assets={"asset-7"}
     ) as sim:
@@ -149,6 +157,8 @@ async def test_failed_items_go_round_until_max_attempts_and_ready_is_never_resen
 
 
 async def test_items_an_expired_batch_left_unfinished_go_into_new_batches() -> None:
+    """Items left unfinished by an expired batch record `batch_expired` and go into new batches
+    until ready."""
     async with Simulator(api_key=KEY, seed=7, expire_after=300.0) as sim:
         outcomes = await run_job(sim, requests(400), max_attempts=4)
         assert_once_each(outcomes, 400)
@@ -165,6 +175,8 @@ async def test_items_an_expired_batch_left_unfinished_go_into_new_batches() -> N
 async def test_invalid_lines_and_repeated_custom_ids_are_refused_before_any_request(
     tmp_path: Path,
 ) -> None:
+    """Invalid JSON, repeated custom_ids and invalid requests are all named by line in one
+    InvalidRequestError, raised before any request is sent."""
     source = tmp_path / "requests.jsonl"
     source.write_text(
         '{"video": {"asset_id": "a"}, "custom_id": "x"}\n'
@@ -188,6 +200,7 @@ async def test_invalid_lines_and_repeated_custom_ids_are_refused_before_any_requ
 
 
 async def test_a_file_source_numbers_outcomes_by_file_line(tmp_path: Path) -> None:
+    """Outcomes from a file are numbered by file line, blank lines counted but not sent."""
     source = tmp_path / "requests.jsonl"
     source.write_text('{"video": {"asset_id": "a"}}\n\n{"video": {"asset_id": "b"}}\n')
     async with Simulator(api_key=KEY, seed=9) as sim:
@@ -197,6 +210,8 @@ async def test_a_file_source_numbers_outcomes_by_file_line(tmp_path: Path) -> No
 
 
 async def test_an_async_iterable_source_is_read_to_the_end() -> None:
+    """An async iterable of requests is read to the end, each request coming out once."""
+
     async def produce() -> AsyncIterator[dict[str, Any]]:
         for request in requests(50):
             yield request
@@ -207,6 +222,8 @@ async def test_an_async_iterable_source_is_read_to_the_end() -> None:
 
 
 async def test_a_resumed_job_never_repeats_an_acknowledged_outcome(tmp_path: Path) -> None:
+    """A job resumed from its state delivers only outcomes not yet acknowledged (the last one
+    was not) and adopts the first run's batches instead of sending again."""
     state = f"sqlite:///{tmp_path / 'job.db'}"
     async with Simulator(api_key=KEY, seed=11) as sim:
         async with Client(api_key=KEY, base_url=sim.base_url) as client:
@@ -230,6 +247,8 @@ async def test_a_resumed_job_never_repeats_an_acknowledged_outcome(tmp_path: Pat
 
 
 async def test_a_batch_created_before_a_crash_is_adopted_not_created_twice(tmp_path: Path) -> None:
+    """A batch created for an intent before a crash is found by its tagged custom_ids and adopted
+    on resume; nothing is sent twice."""
     state = f"sqlite:///{tmp_path / 'orphan.db'}"
     async with Simulator(api_key=KEY, seed=13) as sim:
         ledger = open_ledger(state)
@@ -265,6 +284,7 @@ async def test_a_batch_created_before_a_crash_is_adopted_not_created_twice(tmp_p
 
 
 async def test_an_intent_without_a_batch_is_sent_once_after_a_crash(tmp_path: Path) -> None:
+    """An intent recorded before a crash but never sent is sent once on resume."""
     state = f"sqlite:///{tmp_path / 'job.db'}"
     async with Simulator(api_key=KEY, seed=14) as sim:
         ledger = open_ledger(state)
@@ -288,6 +308,8 @@ async def test_an_intent_without_a_batch_is_sent_once_after_a_crash(tmp_path: Pa
 
 
 async def test_cancel_ends_every_unfinished_request_canceled() -> None:
+    """`job.cancel()` ends every request not yet ready as canceled and cancels its batches; no
+    request stays waiting or running."""
     progressed = anyio.Event()
 
     def on_event(event: Event) -> None:
@@ -314,6 +336,8 @@ async def test_cancel_ends_every_unfinished_request_canceled() -> None:
 
 
 async def test_statistics_count_items_batches_and_attempts() -> None:
+    """After a job ends its statistics count every item, batch and attempt as the server saw
+    them."""
     async with Simulator(api_key=KEY, seed=16, item_failure_rate=0.1) as sim:
         async with (
             Client(api_key=KEY, base_url=sim.base_url) as client,
@@ -334,6 +358,8 @@ async def test_statistics_count_items_batches_and_attempts() -> None:
 
 
 async def test_a_job_survives_faults_on_every_endpoint() -> None:
+    """Under 5xx, dropped connections and 429s on every endpoint each request comes out once,
+    ready, and an ambiguous create never makes a twin batch."""
     faults = [
         FaultRule(rate=0.1, kinds=(FaultKind.HTTP_500, FaultKind.HTTP_503, FaultKind.DROP)),
         FaultRule(rate=0.1, kinds=(FaultKind.RATE_LIMIT,), endpoints=("create",)),

@@ -81,6 +81,8 @@ def check_against_simulator(out: Path, sent: list[tuple[str, str, str]], count: 
 
 @pytest.mark.timeout(60 + 15 * KILLS)
 def test_killed_runs_resume_to_exactly_one_line_per_request(tmp_path: Path) -> None:
+    """`asyncbatch run` killed with SIGKILL at random moments and rerun on its state ends with
+    exactly one results line per request, agreeing with the server."""
     rng = random.Random(SEED)
     clock = RunningClock(scale=40.0)
     options = {"item_seconds": 2.0, "pending_seconds": 0.5, "item_failure_rate": 0.1, "seed": SEED}
@@ -115,6 +117,7 @@ def test_killed_runs_resume_to_exactly_one_line_per_request(tmp_path: Path) -> N
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_leaves_a_resumable_job_and_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) mid-job exits 130, and a rerun finishes it with one line per request."""
     clock = RunningClock(scale=40.0)
     source, out, log = tmp_path / "requests.jsonl", tmp_path / "results.jsonl", tmp_path / "log"
     write_requests(source, 100)

@@ -59,6 +59,7 @@ def naive(waiting: int, free: int, running: list[int]) -> int:
 
 @pytest.mark.parametrize("total", [1000, 2500, 5000, 6000, 7300, 12000, 16500, 20000])
 def test_planned_batches_keep_every_slot_busy_to_the_end(total: int) -> None:
+    """Planned batch sizes finish a job within 10% of the ideal time, keeping every slot busy."""
     assert makespan(total, planned) <= 1.1 * ideal(total)
 
 
@@ -77,6 +78,8 @@ def test_naive_chunks_of_a_thousand_leave_slots_idle(total: int) -> None:
 def test_a_batch_is_never_empty_nor_over_the_cap_nor_more_than_waits(
     waiting: int, free: int, running: list[int], cap: int
 ) -> None:
+    """A planned batch is empty only when nothing waits, otherwise between 1 and the lesser of
+    what waits and the cap."""
     size = next_batch_size(waiting, free_slots=free, running=running, cap=cap)
     if waiting == 0:
         assert size == 0
@@ -85,6 +88,7 @@ def test_a_batch_is_never_empty_nor_over_the_cap_nor_more_than_waits(
 
 
 def test_a_small_remainder_joins_the_last_batch() -> None:
+    """A remainder is spread over the last round rather than sent as a tiny batch of its own."""
     # 1,003 on five free slots is 201 each; the fifth takes the last 199, not 198 and a 1.
     sizes: list[int] = []
     running: list[int] = []
@@ -98,6 +102,7 @@ def test_a_small_remainder_joins_the_last_batch() -> None:
 
 
 def test_six_thousand_become_ten_batches_of_six_hundred() -> None:
+    """6,000 requests on five free slots are planned as batches of 600, not of the 1,000 cap."""
     assert next_batch_size(6000, free_slots=5, running=[]) == 600
 
 
@@ -124,6 +129,8 @@ ERROR = ItemError(message="no", code="x")
 def test_settle_decides_what_an_ended_attempt_means(
     status: str, batch_status: str, attempts: int, canceling: bool, expected: str
 ) -> None:
+    """`settle` maps an item's status, its batch's end, the attempts and cancelling to ready,
+    waiting again, failed or canceled, keeping the item's own error."""
     outcome = settle(
         status,
         batch_status=batch_status,

@@ -39,6 +39,8 @@ async def until_any_ends(client: Client, batch_ids: list[str]) -> None:
 async def test_a_job_advanced_in_waves_ends_like_a_whole_run_without_twin_batches(
     tmp_path: Path,
 ) -> None:
+    """A job advanced wave by wave on its state ends like a whole run: one line per request,
+    retries up to max_attempts, no twin batch, at most five active, ready never resent."""
     state = f"sqlite:///{tmp_path / 'job.db'}"
     out = tmp_path / "results.jsonl"
     async with (
@@ -69,6 +71,7 @@ async def test_a_job_advanced_in_waves_ends_like_a_whole_run_without_twin_batche
 
 
 async def test_a_job_is_entered_once_whether_by_advance_or_async_with(tmp_path: Path) -> None:
+    """`advance()` runs every batch the job made, and a job entered once cannot be entered again."""
     async with (
         Simulator(api_key=KEY, seed=9) as sim,
         Client(api_key=KEY, base_url=sim.base_url) as client,
