@@ -31,46 +31,25 @@ Usage::
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, cast
 
 import anyio
 from anyio.abc import AsyncResource
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ._coordination import DEFAULT_PAUSE
-from ._errors import StateStoreError
 from ._events import STATUS_RANK
 from ._stores.memory import StoredBatch, decode_record, encode_record
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _redis_errors(
-    method: Callable[_P, Coroutine[Any, Any, _R]],
-) -> Callable[_P, Coroutine[Any, Any, _R]]:
-    """Raise Redis failures as `StateStoreError` (the cause chained), like every store."""
-
-    @functools.wraps(method)
-    async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return await method(*args, **kwargs)
-        except RedisError as exc:
-            raise StateStoreError(f"Redis: {exc}") from exc
-
-    return call
-
+from ._stores.redis_calls import DEFAULT_PREFIX
+from ._stores.redis_calls import awaited as _awaited
+from ._stores.redis_calls import redis_errors as _redis_errors
 
 __all__ = ["DEFAULT_PREFIX", "RedisGate", "RedisLeases", "RedisStore"]
-
-DEFAULT_PREFIX: Final = "asyncbatch:"
 
 Clock = Callable[[], float]
 
@@ -424,8 +403,3 @@ class RedisLeases:
         """The owners registered now (each claim registers its owner for ``lease_seconds``)."""
         owners = await _awaited(self._client.zrange(self._registry, 0, -1))
         return [cast(bytes, owner).decode() for owner in owners]
-
-
-async def _awaited(result: Awaitable[Any] | Any) -> Any:
-    """redis-py types its async commands as ``Awaitable[T] | T``: await the awaitable."""
-    return await result
