@@ -318,7 +318,7 @@ _DATA_KEYS: Final = re.compile(rb"(?:n|cid|wait|final|dlv|undel|b|bseq|(?:i|h|ru
 _SCAN_COUNT: Final = 1000
 _UNLINK_CHUNK: Final = 500
 
-_Record = tuple[str, str, str | None, msgspec.Raw | None]
+_Record = tuple[str, str, str | None, msgspec.Raw]
 _record_decoder = msgspec.json.Decoder(_Record)
 _record_encoder = msgspec.json.Encoder()
 
@@ -400,7 +400,7 @@ class RedisLedger:
     async def _load(self) -> None:
         raw_meta = cast(dict[bytes, bytes], await awaited(self._client.hgetall(self._p + "meta")))
         self._meta = {_text(k, "meta key"): _text(v, "meta value") for k, v in raw_meta.items()}
-        self._note(await self._run(self._summary, []))
+        await self._run(self._summary, [])
         raw = cast(dict[bytes, bytes], await awaited(self._client.hgetall(self._p + "b")))
         self._batches = _batches(raw)
 
@@ -520,7 +520,7 @@ class RedisLedger:
     @redis_errors
     async def created(self, seq: int, batch_id: str) -> None:
         """Record that intent ``seq`` became batch ``batch_id``."""
-        self._note(await self._run(self._created, [seq, batch_id]))
+        await self._run(self._created, [seq, batch_id])
         if (batch := self._batches.get(seq)) is not None:
             batch.state, batch.batch_id = "active", batch_id
 
@@ -689,7 +689,7 @@ def _history(flat: list[bytes], what: str) -> tuple[Attempt, ...]:
     attempts = []
     for number, record in zip(flat[::2], flat[1::2], strict=True):
         batch_id, status, task_id, error = decode_body(_record_decoder, record, f"{what} attempt")
-        raw_error = None if error is None else bytes(error)
+        raw_error = None if bytes(error) == b"null" else bytes(error)
         attempts.append(stored_attempt(_int(number, what), batch_id, status, task_id, raw_error))
     return tuple(sorted(attempts, key=lambda a: a.number))
 

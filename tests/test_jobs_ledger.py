@@ -1,0 +1,624 @@
+"""The `Ledger` contract, kept alike by `SQLiteLedger` (in memory and in a file) and
+`RedisLedger` (on a real redis-server).
+
+Each behaviour is one named test run against every kind; then a model-based test drives a
+`SQLiteLedger` and a `RedisLedger` with the same random operations and checks after every
+step that every read answers alike, a `RedisLedger` reopened on the same prefix included.
+``ASYNCBATCH_LEDGER_EXAMPLES=500 pytest tests/test_jobs_ledger.py`` runs a long one with
+fresh random cases (the short run is the same every time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from asyncbatch import DecodeError, StateStoreError
+from asyncbatch._jobs.ledger import INTAKE_CHUNK, Intent, ItemResult, Ledger, Row
+from asyncbatch._jobs.redis_ledger import RedisLedger
+from asyncbatch._jobs.sqlite_ledger import SQLiteLedger
+from asyncbatch._jobs.state import open_ledger
+from asyncbatch._models import ItemError, TaskResult
+from asyncbatch.testing import VirtualTimeLoop
+from tests._redis_server import fresh_prefix, redis_server
+
+pytestmark = pytest.mark.anyio
+
+META = {"input": "complete", "tag": "cafe0123"}
+REQUEST = b'{"video":{"type":"asset_id","asset_id":"a"}}'
+ROOT = Path(__file__).resolve().parent.parent
+_LONG_RUN = os.environ.get("ASYNCBATCH_LEDGER_EXAMPLES")
+
+
+def redis_client(url: str) -> Redis:
+    """A client without socket timeouts (on the virtual clock a timeout is a timer the loop
+    may jump to while Redis is answering)."""
+    return Redis.from_url(url, socket_timeout=None, socket_connect_timeout=None)
+
+
+@dataclass
+class Place:
+    """Where a test's ledger lives: ``open`` gives a ledger on it, again and again for a
+    file or a Redis prefix (``memory`` lives as long as its one ledger)."""
+
+    kind: str
+    path: Path
+    url: str = ""
+    prefix: str = ""
+
+    @property
+    def durable(self) -> bool:
+        return self.kind != "memory"
+
+    async def open(self) -> Ledger:
+        if self.kind == "memory":
+            return SQLiteLedger(":memory:")
+        if self.kind == "file":
+            return SQLiteLedger(self.path)
+        return await RedisLedger.open(redis_client(self.url), prefix=self.prefix, owns_client=True)
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        return Place("redis", tmp_path, url, fresh_prefix())
+    return Place(request.param, tmp_path / "job.db")
+
+
+@pytest.fixture
+async def ledger(place: Place) -> AsyncIterator[Ledger]:
+    opened = await place.open()
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+def rows(count: int, *, start: int = 1, ids: Callable[[int], str | None] = str) -> list[Row]:
+    return [(n, ids(n), REQUEST) for n in range(start, start + count)]
+
+
+async def ingest(ledger: Ledger, items: list[Row], meta: dict[str, str] = META) -> list[str]:
+    async with ledger.ingesting(meta, 20) as intake:
+        for row in items:
+            await intake.add(row)
+    return intake.problems
+
+
+def ready(line: int, task: str = "t") -> ItemResult:
+    return ItemResult(line, "ready", task, TaskResult(data=f"result {line}"), None)
+
+
+def failed(line: int) -> ItemResult:
+    return ItemResult(line, "failed", None, None, ItemError(message="bad video", code="x"))
+
+
+async def apply(
+    ledger: Ledger, seq: int, results: list[ItemResult], *, max_attempts: int = 3
+) -> int:
+    return await ledger.apply_results(
+        seq, f"b{seq}", results, batch_status="completed", max_attempts=max_attempts,
+        canceling=False,
+    )  # fmt: skip
+
+
+async def end(ledger: Ledger, seq: int, *, status: str = "completed", attempts: int = 3) -> int:
+    return await ledger.end_batch(
+        seq, f"b{seq}", batch_status=status, max_attempts=attempts, canceling=False
+    )
+
+
+def small_state(ledger: Ledger) -> tuple[Any, ...]:
+    """Every synchronous read of ``ledger``."""
+    return (
+        {k: ledger.meta(k) for k in ("input", "tag", "canceled", "k0", "k1")},
+        ledger.counts(),
+        ledger.totals(),
+        [ledger.batch_count(s) for s in ("intent", "active", "ended")],
+        ledger.active_batches(),
+        ledger.known_batch_ids(),
+        ledger.open_intents(),
+    )
+
+
+# -- intake -----------------------------------------------------------------------------
+
+
+async def test_intake_stores_every_request_then_its_meta(ledger: Ledger) -> None:
+    """A clean reading keeps every request waiting, in line order, and writes the meta."""
+    assert await ingest(ledger, rows(INTAKE_CHUNK + 7)) == []
+    assert ledger.meta("input") == "complete"
+    assert ledger.meta("tag") == META["tag"]
+    assert ledger.counts() == {"waiting": INTAKE_CHUNK + 7}
+    assert ledger.totals() == (INTAKE_CHUNK + 7, 0, 0)
+    intent = await ledger.new_intent(3)
+    assert intent.lines == [1, 2, 3]
+    assert intent.requests == [REQUEST] * 3
+
+
+async def test_repeated_custom_ids_are_named_and_nothing_is_kept(ledger: Ledger) -> None:
+    """Each repeated custom ID is named with the line that had it first, across chunks too,
+    and a reading with a problem keeps no request and no meta; a clean one works after."""
+    items = rows(INTAKE_CHUNK + 5, ids=lambda n: f"id-{n}")
+    items[2] = (3, "id-1", REQUEST)
+    items[INTAKE_CHUNK + 2] = (INTAKE_CHUNK + 3, "id-2", REQUEST)
+    items[4] = (5, None, REQUEST)  # no custom ID is never a repeat
+    items[5] = (6, None, REQUEST)
+    assert await ingest(ledger, items) == [
+        "line 3: custom_id 'id-1' repeats line 1",
+        f"line {INTAKE_CHUNK + 3}: custom_id 'id-2' repeats line 2",
+    ]
+    assert ledger.meta("input") is None
+    assert ledger.counts() == {}
+    assert ledger.totals() == (0, 0, 0)
+    assert await ledger.undelivered(10) == []
+    assert await ingest(ledger, rows(4, ids=lambda n: f"id-{n}")) == []
+    assert ledger.counts() == {"waiting": 4}
+
+
+async def test_an_empty_input_is_a_problem(ledger: Ledger) -> None:
+    """An input without a single request is refused, and no meta is written."""
+    assert await ingest(ledger, []) == ["the input holds no requests"]
+    assert ledger.meta("input") is None
+
+
+async def test_an_exception_inside_the_intake_keeps_nothing(ledger: Ledger) -> None:
+    """An exception raised while reading leaves no request and no meta behind."""
+    with pytest.raises(RuntimeError, match="the input broke"):
+        await read_then_break(ledger)
+    assert ledger.meta("input") is None
+    assert ledger.counts() == {}
+    assert await ingest(ledger, rows(2)) == []
+    assert ledger.counts() == {"waiting": 2}
+
+
+async def read_then_break(ledger: Ledger) -> None:
+    async with ledger.ingesting(META, 20) as intake:
+        for row in rows(INTAKE_CHUNK + 3):
+            await intake.add(row)
+        raise RuntimeError("the input broke")
+
+
+_CRASH = """
+import asyncio, os, sys
+from asyncbatch._jobs.ledger import INTAKE_CHUNK
+from tests.test_jobs_ledger import Place, REQUEST, META
+
+async def main():
+    ledger = await Place(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]).open()
+    async with ledger.ingesting(META, 20) as intake:
+        for n in range(1, INTAKE_CHUNK + 11):
+            await intake.add((n, f"id-{n}", REQUEST))
+        os._exit(9)  # killed mid-reading: a chunk stored, the meta never written
+
+asyncio.run(main())
+"""
+
+
+async def test_an_interrupted_intake_leaves_nothing(place: Place) -> None:
+    """A process killed while reading its input (a chunk stored, the meta not) leaves
+    nothing that the next reading keeps: the same custom IDs are not repeats, and only the
+    new requests count."""
+    if not place.durable:
+        pytest.skip("a ledger in memory dies with its process")
+    args = [place.kind, str(place.path), place.url, place.prefix]
+    command = [sys.executable, "-c", _CRASH, *args]
+    died = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(command, cwd=ROOT, check=False, capture_output=True)  # noqa: S603
+    )
+    assert died.returncode == 9, died.stderr.decode()
+    ledger = await place.open()
+    try:
+        assert ledger.meta("input") is None
+        assert await ingest(ledger, rows(3, ids=lambda n: f"id-{n}")) == []
+        assert ledger.counts() == {"waiting": 3}
+        assert ledger.totals() == (3, 0, 0)
+        assert (await ledger.new_intent(10)).lines == [1, 2, 3]
+    finally:
+        await ledger.aclose()
+
+
+# -- intents and batches ----------------------------------------------------------------
+
+
+async def test_new_intent_takes_the_first_waiting_lines_and_counts_them(ledger: Ledger) -> None:
+    """Intents take waiting lines first lines first; counts and batches follow."""
+    await ingest(ledger, rows(7))
+    first, second = await ledger.new_intent(3), await ledger.new_intent(3)
+    assert (first.seq, first.lines) == (1, [1, 2, 3])
+    assert (second.seq, second.lines) == (2, [4, 5, 6])
+    assert ledger.counts() == {"waiting": 1, "running": 6}
+    assert ledger.open_intents() == [1, 2]
+    assert ledger.batch_count("intent") == 2
+    assert (await ledger.intent(2)).lines == [4, 5, 6]
+    last = await ledger.new_intent(3)
+    assert (last.seq, last.lines) == (3, [7])
+
+
+async def test_void_intent_puts_its_requests_back_uncounted(ledger: Ledger) -> None:
+    """A voided intent's requests wait again, no attempt counted, and its seq is free."""
+    await ingest(ledger, rows(5))
+    intent = await ledger.new_intent(3)
+    await ledger.void_intent(intent.seq)
+    assert ledger.counts() == {"waiting": 5}
+    assert ledger.totals() == (5, 0, 0)
+    assert ledger.open_intents() == []
+    assert ledger.batch_count("intent") == 0
+    assert (await ledger.intent(intent.seq)).lines == []
+    again = await ledger.new_intent(4)
+    assert (again.seq, again.lines) == (1, [1, 2, 3, 4])
+
+
+async def test_created_makes_an_intent_an_active_batch(ledger: Ledger) -> None:
+    """A created intent is an active batch, known by its ID, and no longer an open intent."""
+    await ingest(ledger, rows(4))
+    await ledger.new_intent(2)
+    await ledger.new_intent(2)
+    await ledger.created(1, "b1")
+    assert ledger.active_batches() == {"b1": 1}
+    assert ledger.known_batch_ids() == {"b1"}
+    assert ledger.open_intents() == [2]
+    assert [ledger.batch_count(s) for s in ("intent", "active", "ended")] == [1, 1, 0]
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+async def test_applying_results_twice_changes_nothing(ledger: Ledger) -> None:
+    """Results apply only to items still running in that batch: a second apply is a no-op."""
+    await ingest(ledger, rows(3))
+    await ledger.new_intent(3)
+    await ledger.created(1, "b1")
+    results = [ready(1), failed(2)]
+    assert await apply(ledger, 1, results) == 2
+    before = small_state(ledger), await ledger.undelivered(10)
+    assert await apply(ledger, 1, results) == 0
+    assert (small_state(ledger), await ledger.undelivered(10)) == before
+    assert ledger.counts() == {"ready": 1, "waiting": 1, "running": 1}
+    assert ledger.totals() == (3, 2, 0)
+
+
+async def test_end_batch_settles_the_rest_as_missing(ledger: Ledger) -> None:
+    """Ending a batch sends what its results did not name round again, and marks it ended;
+    ending it again changes nothing."""
+    await ingest(ledger, rows(3))
+    await ledger.new_intent(3)
+    await ledger.created(1, "b1")
+    await apply(ledger, 1, [ready(1)])
+    assert await end(ledger, 1) == 2
+    assert ledger.counts() == {"ready": 1, "waiting": 2}
+    assert ledger.active_batches() == {}
+    assert ledger.batch_count("ended") == 1
+    assert ledger.known_batch_ids() == {"b1"}
+    assert await end(ledger, 1) == 0
+    again = await ledger.new_intent(5)
+    assert again.lines == [2, 3]
+
+
+async def test_max_attempts_makes_the_last_failure_final(ledger: Ledger) -> None:
+    """A request that fails in its last allowed attempt is final ``failed``, with its
+    whole history."""
+    await ingest(ledger, rows(1))
+    for seq in (1, 2):
+        intent = await ledger.new_intent(1)
+        assert intent.seq == seq
+        await ledger.created(seq, f"b{seq}")
+        await apply(ledger, seq, [failed(1)], max_attempts=2)
+        await end(ledger, seq, attempts=2)
+    assert ledger.counts() == {"failed": 1}
+    [outcome] = await ledger.undelivered(10)
+    assert (outcome.status, outcome.attempts, outcome.batch_id) == ("failed", 2, "b2")
+    assert [(a.number, a.batch_id, a.status) for a in outcome.history] == [
+        (1, "b1", "failed"),
+        (2, "b2", "failed"),
+    ]
+    assert outcome.error == ItemError(message="bad video", code="x")
+
+
+async def test_refuse_fails_requests_but_keeps_ready_ones(ledger: Ledger) -> None:
+    """Refused requests are final ``failed`` with one attempt counted; a ready one stays."""
+    await ingest(ledger, rows(3))
+    await ledger.new_intent(2)
+    await ledger.created(1, "b1")
+    await apply(ledger, 1, [ready(1)])
+    refusal = ItemError(message="refused", code="bad_request")
+    await ledger.refuse([1, 2, 3], refusal)
+    assert ledger.counts() == {"ready": 1, "failed": 2}
+    assert ledger.totals() == (3, 3, 0)
+    outcomes = {o.line: o for o in await ledger.undelivered(10)}
+    assert outcomes[1].status == "ready"
+    assert outcomes[1].error is None
+    assert outcomes[2].error == refusal
+    assert outcomes[3].attempts == 1
+    assert (await ledger.intent(1)).lines == []
+
+
+async def test_cancel_waiting_cancels_only_waiting_requests(ledger: Ledger) -> None:
+    """Waiting requests end ``canceled`` (job canceled); running ones are left to their batch."""
+    await ingest(ledger, rows(5))
+    await ledger.new_intent(2)
+    assert await ledger.cancel_waiting() == 3
+    assert ledger.counts() == {"running": 2, "canceled": 3}
+    assert await ledger.cancel_waiting() == 0
+    [first, *_] = await ledger.undelivered(10)
+    assert first.line == 3
+    assert first.error is not None
+    assert first.error.code == "job_canceled"
+
+
+# -- delivery ---------------------------------------------------------------------------
+
+
+async def test_undelivered_acknowledge_and_redeliver_all_but(ledger: Ledger) -> None:
+    """Final outcomes come first lines first up to the limit; acknowledged ones no more;
+    redeliver_all_but makes every other final outcome undelivered again."""
+    await ingest(ledger, rows(6))
+    await ledger.new_intent(6)
+    await ledger.created(1, "b1")
+    await apply(ledger, 1, [ready(n) for n in (5, 1, 3, 2)])
+    assert [o.line for o in await ledger.undelivered(3)] == [1, 2, 3]
+    await ledger.acknowledge(2)
+    await ledger.acknowledge(1)
+    assert [o.line for o in await ledger.undelivered(10)] == [3, 5]
+    assert ledger.totals()[2] == 2
+    await ledger.redeliver_all_but([3])
+    assert [o.line for o in await ledger.undelivered(10)] == [1, 2, 5]
+    assert ledger.totals()[2] == 1
+
+
+async def test_an_outcome_carries_its_history(ledger: Ledger) -> None:
+    """An outcome holds every attempt, oldest first, with each batch, task and error."""
+    await ingest(ledger, rows(1, ids=lambda n: "only"))
+    await ledger.new_intent(1)
+    await ledger.created(1, "b1")
+    await ledger.end_batch(1, "b1", batch_status="expired", max_attempts=3, canceling=False)
+    await ledger.new_intent(1)
+    await ledger.created(2, "b2")
+    await apply(ledger, 2, [ready(1, task="task-2")])
+    [outcome] = await ledger.undelivered(1)
+    assert (outcome.custom_id, outcome.status, outcome.attempts) == ("only", "ready", 2)
+    assert (outcome.batch_id, outcome.task_id) == ("b2", "task-2")
+    assert outcome.data == TaskResult(data="result 1")
+    [lost, won] = outcome.history
+    assert (lost.number, lost.batch_id, lost.status) == (1, "b1", "missing")
+    assert lost.error == ItemError(message="left missing when batch ended expired")
+    assert (won.number, won.batch_id, won.status, won.task_id) == (2, "b2", "ready", "task-2")
+
+
+async def test_a_reopened_ledger_answers_the_same(place: Place) -> None:
+    """Counts, totals, batches, meta and outcomes are the same after reopening a file or a
+    Redis prefix."""
+    if not place.durable:
+        pytest.skip("a ledger in memory dies with its process")
+    ledger = await place.open()
+    await ingest(ledger, rows(6))
+    await ledger.set_meta({"canceled": "1"})
+    for _ in range(3):
+        await ledger.new_intent(2)
+    await ledger.created(1, "b1")
+    await ledger.created(2, "b2")
+    await apply(ledger, 1, [ready(1), failed(2)], max_attempts=1)
+    await end(ledger, 1)
+    await ledger.acknowledge(1)
+    before = small_state(ledger), await ledger.undelivered(10)
+    await ledger.aclose()
+    again = await place.open()
+    try:
+        assert (small_state(again), await again.undelivered(10)) == before
+        assert again.open_intents() == [3]
+        assert again.active_batches() == {"b2": 2}
+    finally:
+        await again.aclose()
+
+
+# -- Redis specifics --------------------------------------------------------------------
+
+
+async def test_redis_ledger_from_a_state_url(redis_url: str) -> None:
+    """``redis://...?prefix=P`` opens a RedisLedger on P, which owns (and closes) its
+    client; its repr names the server and prefix, never the password."""
+    prefix = fresh_prefix()
+    url = redis_url.replace("redis://", "redis://user:s3cret@") + f"?prefix={prefix}"
+    with pytest.raises(StateStoreError):  # the test server has no such user
+        await open_ledger(url)
+    ledger = await open_ledger(f"{redis_url}?prefix={prefix}")
+    await ingest(ledger, rows(2))
+    assert "127.0.0.1" in repr(ledger)
+    assert prefix in repr(ledger)
+    await ledger.aclose()
+    await ledger.aclose()  # idempotent
+    async with redis_client(redis_url) as client:
+        assert await client.hget(f"{prefix}job:meta", "input") == b"complete"
+        async with Redis(host="127.0.0.1", port=1, password="s3cret") as passworded:
+            assert "s3cret" not in repr(RedisLedger(passworded, prefix=prefix, owns_client=False))
+
+
+async def test_redis_failures_are_state_store_errors() -> None:
+    """A Redis server out of reach is a StateStoreError, at open and on a write."""
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=None)
+    with pytest.raises(StateStoreError):
+        await RedisLedger.open(unreachable, prefix=fresh_prefix(), owns_client=True)
+    with redis_server() as url:
+        ledger = await RedisLedger.open(redis_client(url), prefix=fresh_prefix(), owns_client=True)
+    try:  # the server is gone now
+        with pytest.raises(StateStoreError):
+            await ledger.acknowledge(1)
+    finally:
+        await ledger.aclose()
+
+
+async def test_a_corrupt_stored_value_is_a_decode_error(redis_url: str) -> None:
+    """A stored result, attempt or attempt count that is not what the ledger wrote raises a
+    typed DecodeError, never a raw exception."""
+    prefix = fresh_prefix()
+    async with redis_client(redis_url) as client:
+        ledger = await RedisLedger.open(client, prefix=prefix)
+        await ingest(ledger, rows(3))
+        await ledger.new_intent(3)
+        await ledger.created(1, "b1")
+        await apply(ledger, 1, [ready(1), ready(2), ready(3)])
+        await client.hset(f"{prefix}job:i:1", "d", b"{not json")
+        await client.hset(f"{prefix}job:h:2", "1", b"[1,2")
+        await client.hset(f"{prefix}job:i:3", "a", b"many")
+        for corrupt in (1, 2, 3):
+            await ledger.redeliver_all_but(n for n in (1, 2, 3) if n != corrupt)
+            with pytest.raises(DecodeError):
+                await ledger.undelivered(1)
+
+
+async def test_clearing_leaves_other_prefixes_alone(redis_url: str) -> None:
+    """A failed reading unlinks its own job's keys only, not those of a job whose prefix
+    starts with its own, nor keys with glob characters."""
+    base = fresh_prefix()
+    async with redis_client(redis_url) as client:
+        other = await RedisLedger.open(client, prefix=f"{base}job:x")
+        await ingest(other, rows(2))
+        starred = await RedisLedger.open(client, prefix=f"{base}*")
+        assert await ingest(starred, []) == ["the input holds no requests"]
+        mine = await RedisLedger.open(client, prefix=base)
+        assert await ingest(mine, [(1, "a", REQUEST), (2, "a", REQUEST)]) != []
+        reopened = await RedisLedger.open(client, prefix=f"{base}job:x")
+        assert reopened.counts() == {"waiting": 2}
+        assert [k async for k in client.scan_iter(match=f"{base}job:[^x]*")] == []
+
+
+# -- model-based: SQLite and Redis side by side -------------------------------------------
+
+# Seqs and result lines are drawn as picks, resolved against the reference as the run goes
+# (`Scene`), so that operations mostly reach batches and items that exist; a pick past the
+# known ones names a seq or line as it is, which may exist or not.
+PICKS = st.integers(0, 6)
+LINES = st.integers(1, 9)
+STATUSES = st.sampled_from(["ready", "ready", "failed", "canceled", "running", "missing"])
+BATCH_STATUSES = st.sampled_from(["completed", "canceled", "expired", "failed"])
+ERRORS = st.none() | st.builds(ItemError, message=st.sampled_from(["x", "é"]), code=st.none())
+RESULTS = st.tuples(
+    PICKS,
+    STATUSES,
+    st.none() | st.sampled_from(["", "t1", "t2"]),
+    st.none() | st.builds(TaskResult, data=st.sampled_from(["", "{}", "ok"])),
+    ERRORS,
+)
+SETTLING = st.fixed_dictionaries(
+    {"batch_status": BATCH_STATUSES, "max_attempts": st.integers(1, 3), "canceling": st.booleans()}
+)
+OPERATIONS = st.one_of(
+    st.tuples(st.just("new_intent"), st.integers(0, 4)),
+    st.tuples(st.just("created"), PICKS),
+    st.tuples(st.just("void_intent"), PICKS),
+    st.tuples(st.just("apply_results"), PICKS, st.lists(RESULTS, max_size=4), SETTLING),
+    st.tuples(st.just("end_batch"), PICKS, SETTLING),
+    st.tuples(st.just("refuse"), st.lists(LINES, max_size=3)),
+    st.tuples(st.just("cancel_waiting")),
+    st.tuples(st.just("acknowledge"), LINES),
+    st.tuples(st.just("redeliver_all_but"), st.lists(LINES, max_size=4)),
+    st.tuples(st.just("set_meta"), st.sampled_from(["k0", "k1"]), st.sampled_from(["", "v"])),
+)
+INPUTS = st.lists(st.booleans(), min_size=2, max_size=8)  # whether each line has a custom ID
+
+
+@dataclass
+class Scene:
+    """What the run has made so far, to resolve picks: the seqs of its intents."""
+
+    reference: Ledger
+    seqs: list[int]
+
+    def seq(self, pick: int) -> int:
+        """A recent intent's seq for a small pick, else the pick as a seq."""
+        return self.seqs[-1 - pick] if pick < min(len(self.seqs), 4) else pick
+
+    async def results(self, seq: int, drawn: list[tuple[Any, ...]]) -> list[ItemResult]:
+        """Results naming mostly the items running in ``seq``."""
+        running = (await self.reference.intent(seq)).lines
+        return [
+            ItemResult(running[pick % len(running)] if running and pick < 5 else pick, *rest)
+            for pick, *rest in drawn
+        ]
+
+    async def resolve(self, op: tuple[Any, ...], step: int) -> tuple[str, list[Any]]:
+        """The call ``op`` stands for: a method's name and its arguments."""
+        name, *args = op
+        if name in ("created", "void_intent", "apply_results", "end_batch"):
+            args[0] = self.seq(args[0])
+        if name == "created":
+            args.append(f"batch-{step}")  # every batch ID unique, as the API's are
+        if name in ("apply_results", "end_batch"):
+            args.insert(1, f"b{args[0]}")
+        if name == "apply_results":
+            args[2] = await self.results(args[0], args[2])
+        if name == "refuse":
+            args.append(ItemError(message="refused", code="r"))
+        if name == "set_meta":
+            args = [{args[0]: args[1]}]
+        return name, args
+
+
+async def play(ledger: Ledger, name: str, args: list[Any]) -> object:
+    """Call ``name`` on ``ledger`` with ``args`` (settling options as keywords)."""
+    *positional, last = args or [None]
+    if isinstance(last, dict) and "batch_status" in last:
+        return await getattr(ledger, name)(*positional, **last)
+    return await getattr(ledger, name)(*args)
+
+
+async def every_read(ledger: Ledger) -> tuple[Any, ...]:
+    """Everything ``ledger`` answers: the small state, outcomes and every intent."""
+    intents = [(await ledger.intent(seq)) for seq in range(1, 7)]
+    return small_state(ledger), await ledger.undelivered(100), await ledger.undelivered(2), intents
+
+
+async def side_by_side(url: str, with_ids: list[bool], ops: list[tuple[Any, ...]]) -> None:
+    reference = SQLiteLedger(":memory:")
+    prefix = fresh_prefix()
+    client = redis_client(url)
+    tested = await RedisLedger.open(client, prefix=prefix)
+    try:
+        items = [
+            (n, f"id-{n}" if has else None, b'{"n":%d}' % n) for n, has in enumerate(with_ids, 1)
+        ]
+        assert await ingest(tested, items) == await ingest(reference, items)
+        scene = Scene(reference, [])
+        for step, op in enumerate(ops):
+            name, args = await scene.resolve(op, step)
+            answer = await play(reference, name, args)
+            assert await play(tested, name, args) == answer, (name, args)
+            if isinstance(answer, Intent):
+                scene.seqs.append(answer.seq)
+            expected = await every_read(reference)
+            assert await every_read(tested) == expected, (name, args)
+            reopened = await RedisLedger.open(client, prefix=prefix)
+            assert await every_read(reopened) == expected, (name, args)
+    finally:
+        await reference.aclose()
+        await client.aclose()
+
+
+@settings(
+    max_examples=int(_LONG_RUN or 40),
+    derandomize=_LONG_RUN is None,  # the short run is the same every time: it never flakes
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(with_ids=INPUTS, ops=st.lists(OPERATIONS, min_size=20, max_size=40))
+def test_redis_ledger_answers_as_sqlite_does(
+    redis_url: str, with_ids: list[bool], ops: list[tuple[Any, ...]]
+) -> None:
+    """Driven by the same random operations, RedisLedger and SQLiteLedger return the same,
+    and after every step every read (small state, outcomes with their history, intents)
+    answers the same, in the live RedisLedger and in one reopened on its prefix."""
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(side_by_side(redis_url, with_ids, ops))
