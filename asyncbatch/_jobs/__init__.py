@@ -2,7 +2,8 @@
 exactly one final outcome per request (`Job`, reached as ``client.jobs.run``).
 
 Modules, lower first: `plan` (batch sizing, pure), `outcome` (what a job hands back),
-`ledger` (the durable record in SQLite), `source` (reading requests), `runner` (the job).
+`ledger` (what the durable record must do), `sqlite_ledger` and `redis_ledger` (two that do
+it), `state` (the ledger a URL names), `source` (reading requests), `runner` (the job).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from .._retry import PollPolicy
 from .ledger import Ledger
 from .outcome import Attempt, JobOutcome, JobStatistics, OutcomeStatus
 from .plan import MAX_BATCH_SIZE, next_batch_size
-from .runner import EventHook, Job, JobClient, cancel_batches, open_ledger
+from .runner import EventHook, Job, JobClient, cancel_batches
 from .source import Requests
+from .state import open_ledger
 
 
 class Jobs:
