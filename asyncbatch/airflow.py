@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._client import Client
 from ._errors import ConfigurationError, ConflictError, InvalidRequestError, NotFoundError
 from ._events import Event
-from ._jobs import Job, JobStatistics, OutcomeStatus
+from ._jobs import Job, JobStatistics, OutcomeStatus, check_limits
 from ._jobs.output import deliver, has_job, written_lines
 from ._jobs.runner import DEFAULT_POLL
 from ._models import Batch, BatchDefaults, BatchItemRequest, check_batch_id, check_not_a_string
@@ -566,8 +566,7 @@ class TwelveLabsJobOperator(BaseOperator):
         self.results_path = results_path
         self.defaults = None if defaults is None else msgspec.to_builtins(defaults)
         self.prompt = prompt
-        if max_attempts < 1 or max_active < 1:
-            raise ValueError("max_attempts and max_active must be at least 1")
+        check_limits(max_attempts=max_attempts, max_active=max_active)
         self.model_name = model_name
         self.analysis_mode = analysis_mode
         self.max_attempts = max_attempts

@@ -40,7 +40,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, Unpack
+from typing import Any, Protocol, Self, TypedDict, Unpack
 
 import anyio
 import msgspec
@@ -147,6 +147,29 @@ class JobClient(Protocol):
 EventHook = Callable[[Event], object]
 
 
+class JobOptions(TypedDict, total=False):
+    """The keyword options of `Job`, as `Jobs.run` takes them (``**options:
+    Unpack[JobOptions]``), so that a type checker and an editor know each one; `Jobs.run`
+    documents what each does."""
+
+    defaults: BatchDefaults | Mapping[str, Any] | None
+    model_name: str
+    analysis_mode: str
+    state: str
+    max_attempts: int
+    max_active: int
+    max_batch_size: int
+    poll: PollPolicy | None
+    auto_ack: bool
+    on_event: EventHook | None
+
+
+def check_limits(*, max_attempts: int, max_active: int) -> None:
+    """`ValueError` unless a job may try each request and use a slot at least once."""
+    if max_attempts < 1 or max_active < 1:
+        raise ValueError("max_attempts and max_active must be at least 1")
+
+
 class Job:
     """A job: use ``async with client.jobs.run(requests, state=...) as job: async for
     outcome in job: ...``. Each request's final `JobOutcome` comes exactly once.
@@ -170,8 +193,7 @@ class Job:
         auto_ack: bool = True,
         on_event: EventHook | None = None,
     ) -> None:
-        if max_attempts < 1 or max_active < 1:
-            raise ValueError("max_attempts and max_active must be at least 1")
+        check_limits(max_attempts=max_attempts, max_active=max_active)
         if not 1 <= max_batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"max_batch_size must be 1 to {MAX_BATCH_SIZE}")
         self._client = client
