@@ -405,11 +405,10 @@ async def test_job_progress_reaches_telemetry_hooks_once_per_ended_batch() -> No
     assert seen[-1].batches_done == batches
 
 
-async def test_run_cancel_on_the_command_line_cancels_the_jobs_batches(tmp_path: Path) -> None:
+async def test_run_cancel_on_the_command_line_cancels_the_jobs_batches(state: str) -> None:
     """`asyncbatch run --cancel --state URL` cancels the active batches of a job that was
     stopped, marks the rest canceled, and a rerun of the job delivers every request once,
-    none of them sent again."""
-    state = f"sqlite:///{tmp_path / 'job.db'}"
+    none of them sent again (on a SQLite and on a Redis state)."""
     async with Simulator(api_key=KEY, seed=17, item_seconds=60.0) as sim:
         async with (
             Client(api_key=KEY, base_url=sim.base_url) as client,
@@ -431,3 +430,25 @@ async def test_run_cancel_on_the_command_line_cancels_the_jobs_batches(tmp_path:
     assert statuses["canceled"] > 0
     # The outcome handed out before the stop was never acknowledged, so it comes again.
     assert_once_each(outcomes, 300)
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["sqlite:////proc/no-such-dir/job.db", "redis://127.0.0.1:1/0?socket_connect_timeout=1"],
+)
+async def test_a_state_that_cannot_be_opened_is_one_error_line_and_nothing_is_sent(
+    state: str, tmp_path: Path
+) -> None:
+    """`asyncbatch run` with a state it cannot open (a directory it cannot make, a Redis server
+    that is not there) exits with one error line naming the state, before any request."""
+    source = tmp_path / "requests.jsonl"
+    source.write_text('{"video": {"asset_id": "a"}}\n')
+    async with Simulator(api_key=KEY, seed=1) as sim:
+        out = tmp_path / "results.jsonl"
+        args = [str(source), "--prompt", "Hi.", "--out", str(out), "--state", state, "--plain"]
+        outcome = await cli("run", *args, base_url=sim.base_url)
+        assert sim.stats.total_requests == 0
+    assert outcome.status == 1
+    assert outcome.err.count("\n") == 1
+    assert "StateStoreError" in outcome.err
+    assert "Traceback" not in outcome.err
