@@ -53,7 +53,7 @@ from ._errors import (
     WebhookVerificationError,
 )
 from ._events import Event, EventKind
-from ._jobs import Attempt, Job, JobOutcome, Jobs, JobStatistics, OutcomeStatus
+from ._jobs import Attempt, Job, JobOptions, JobOutcome, Jobs, JobStatistics, OutcomeStatus
 from ._models import (
     Batch,
     BatchDefaults,
@@ -123,6 +123,7 @@ __all__ = [
     "ItemError",
     "ItemStatus",
     "Job",
+    "JobOptions",
     "JobOutcome",
     "JobProgress",
     "JobStatistics",

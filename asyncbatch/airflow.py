@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._client import Client
 from ._errors import ConfigurationError, ConflictError, InvalidRequestError, NotFoundError
 from ._events import Event
-from ._jobs import Job, JobStatistics, OutcomeStatus
+from ._jobs import Job, JobStatistics, OutcomeStatus, check_limits
 from ._jobs.output import deliver, has_job, written_lines
 from ._jobs.runner import DEFAULT_POLL
 from ._models import Batch, BatchDefaults, BatchItemRequest, check_batch_id, check_not_a_string
@@ -566,8 +566,7 @@ class TwelveLabsJobOperator(BaseOperator):
         self.results_path = results_path
         self.defaults = None if defaults is None else msgspec.to_builtins(defaults)
         self.prompt = prompt
-        if max_attempts < 1 or max_active < 1:
-            raise ValueError("max_attempts and max_active must be at least 1")
+        check_limits(max_attempts=max_attempts, max_active=max_active)
         self.model_name = model_name
         self.analysis_mode = analysis_mode
         self.max_attempts = max_attempts
@@ -589,10 +588,9 @@ class TwelveLabsJobOperator(BaseOperator):
         results = _Results(self.results_path, state)
         connection = _worker_credentials(self.conn_id)
         options = self._job_options(state)
-        lines = results.read_back()
         self.log.info("job state: %s; results: %s", state, self.results_path)
         with _refused_for_good():
-            stats, written = anyio.run(self._run, connection, options, results, lines)
+            stats, written = anyio.run(self._run, connection, options, results)
         return self._finish(stats, written, results)
 
     def execute_complete(
@@ -609,9 +607,8 @@ class TwelveLabsJobOperator(BaseOperator):
         results = _Results(self.results_path, state)
         connection = _worker_credentials(self.conn_id)
         options = self._job_options(state)
-        lines = results.read_back()
         with _refused_for_good():
-            active, stats, count = anyio.run(self._wave, connection, options, results, lines)
+            active, stats, count = anyio.run(self._wave, connection, options, results)
         written += count
         if active:
             self.log.info(
@@ -637,13 +634,13 @@ class TwelveLabsJobOperator(BaseOperator):
         connection: tuple[str | None, str | None],
         options: dict[str, Any],
         results: _Results,
-        lines: list[int],
     ) -> tuple[list[str], JobStatistics, int]:
         """`Job.advance`: what ended collected, free slots filled, new outcomes written."""
+        lines = await results.read_back()
         async with _client(self.conn_id, *connection) as client:
             job = client.jobs.run(**options)
             async with job.advance() as active:
-                with results.open(job, lines) as file:
+                async with results.open(job, lines) as file:
                     written = await deliver(job, file)
                 return active, job.statistics(), written
 
@@ -709,9 +706,9 @@ class TwelveLabsJobOperator(BaseOperator):
         connection: tuple[str | None, str | None],
         options: dict[str, Any],
         results: _Results,
-        lines: list[int],
     ) -> tuple[JobStatistics, int]:
         """The job to its end, or until `on_kill`; raises `TwelveLabsJobStopped` then."""
+        lines = await results.read_back()
         loop = asyncio.get_running_loop()
         with anyio.CancelScope() as scope:
 
@@ -723,7 +720,7 @@ class TwelveLabsJobOperator(BaseOperator):
                 async with _client(self.conn_id, *connection) as client:
                     job = client.jobs.run(**options)
                     async with job:
-                        with results.open(job, lines) as file:
+                        async with results.open(job, lines) as file:
                             written = await deliver(job, file)
                         return job.statistics(), written
             finally:
@@ -765,24 +762,24 @@ class _Results:
             )
         self._state = state
 
-    def read_back(self) -> list[int]:
+    async def read_back(self) -> list[int]:
         """The lines the local file holds (a torn last one cut off), read before the job is
         entered: a file with lines and a state without the job belong to another job."""
         try:
             lines = written_lines(self.local)
         except ConfigurationError as exc:  # not a job's results file: a retry cannot help
             raise AirflowFailException(str(exc)) from exc
-        if lines and not has_job(self._state):
+        if lines and not await has_job(self._state):
             raise AirflowFailException(
                 f"{self.destination} already holds {len(lines)} line(s) but the job's state has "
                 "none: give the state it was written with, or another results_path"
             )
         return lines
 
-    @contextlib.contextmanager
-    def open(self, job: Job, lines: list[int]) -> Iterator[TextIO]:
+    @contextlib.asynccontextmanager
+    async def open(self, job: Job, lines: list[int]) -> AsyncIterator[TextIO]:
         """The local file opened for appending, after ``job`` was told the lines it holds."""
-        job.reconcile(lines)
+        await job.reconcile(lines)
         self.local.parent.mkdir(parents=True, exist_ok=True)
         with self.local.open("a", encoding="utf-8") as file:
             yield file

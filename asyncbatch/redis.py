@@ -45,9 +45,8 @@ from redis.asyncio import Redis
 from ._coordination import DEFAULT_PAUSE
 from ._events import STATUS_RANK
 from ._stores.memory import StoredBatch, decode_record, encode_record
-from ._stores.redis_calls import DEFAULT_PREFIX
-from ._stores.redis_calls import awaited as _awaited
-from ._stores.redis_calls import redis_errors as _redis_errors
+from ._stores.redis_errors import DEFAULT_PREFIX, redis_errors
+from ._stores.redis_errors import awaited as _awaited
 
 __all__ = ["DEFAULT_PREFIX", "RedisGate", "RedisLeases", "RedisStore"]
 
@@ -122,12 +121,12 @@ class RedisStore(AsyncResource):
     def __repr__(self) -> str:
         return f"<asyncbatch.redis.RedisStore {self._records!r}>"
 
-    @_redis_errors
+    @redis_errors
     async def load(self) -> list[StoredBatch]:
         raw = await _awaited(self._client.hgetall(self._records))
         return [decode_record(value) for value in cast(dict[bytes, bytes], raw).values()]
 
-    @_redis_errors
+    @redis_errors
     async def track(self, batch_ids: Iterable[str]) -> None:
         ids = list(dict.fromkeys(batch_ids))
         if not ids:
@@ -137,12 +136,12 @@ class RedisStore(AsyncResource):
                 pipe.hsetnx(self._records, batch_id, encode_record(StoredBatch(batch_id=batch_id)))
             await pipe.execute()
 
-    @_redis_errors
+    @redis_errors
     async def acknowledge(self, record: StoredBatch) -> None:
         args: list[str | bytes] = [record.batch_id, encode_record(record), progress(record)]
         await self._ack(keys=[self._records, self._progress], args=args)
 
-    @_redis_errors
+    @redis_errors
     async def forget(self, batch_id: str) -> None:
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hdel(self._records, batch_id)
@@ -229,7 +228,7 @@ class RedisGate:
     def __repr__(self) -> str:
         return f"<asyncbatch.redis.RedisGate requests_per_second={self._rate}>"
 
-    @_redis_errors
+    @redis_errors
     async def acquire(self) -> None:
         args = [self._rate or 0, self._burst]
         while True:
@@ -239,7 +238,7 @@ class RedisGate:
                 return
             await anyio.sleep(wait)
 
-    @_redis_errors
+    @redis_errors
     async def rate_limited(self, retry_after: float | None) -> None:
         seconds = DEFAULT_PAUSE if retry_after is None else max(0.0, retry_after)
         await self._pause(keys=self._keys[1:], args=[self._now(), seconds])
@@ -373,7 +372,7 @@ class RedisLeases:
     def lease_seconds(self) -> float:
         return self._lease_seconds
 
-    @_redis_errors
+    @redis_errors
     async def claim(self, batch_ids: Sequence[str]) -> set[str]:
         ids = list(dict.fromkeys(batch_ids))
         if not ids:
@@ -387,18 +386,18 @@ class RedisLeases:
         positions = await self._claim(keys=keys, args=[*args, *ids])
         return {ids[int(i) - 1] for i in cast(list[Any], positions)}
 
-    @_redis_errors
+    @redis_errors
     async def release(self, batch_ids: Iterable[str]) -> None:
         keys = [self._prefix + b for b in dict.fromkeys(batch_ids)]
         await self._release(keys=[self._registry, *keys], args=[self.owner])
 
-    @_redis_errors
+    @redis_errors
     async def holder(self, batch_id: str) -> str | None:
         """Who holds ``batch_id``'s lease key now (expired leases included until dropped)."""
         owner = await _awaited(self._client.hget(self._prefix + batch_id, "owner"))
         return None if owner is None else cast(bytes, owner).decode()
 
-    @_redis_errors
+    @redis_errors
     async def replicas(self) -> list[str]:
         """The owners registered now (each claim registers its owner for ``lease_seconds``)."""
         owners = await _awaited(self._client.zrange(self._registry, 0, -1))

@@ -26,13 +26,24 @@ from asyncbatch import (
 )
 from asyncbatch._jobs import open_ledger
 from asyncbatch.testing import FaultKind, FaultRule, Simulator
+from tests._redis_server import fresh_prefix
 from tests.test_cli_support import cli
 
 pytestmark = pytest.mark.anyio
 
 KEY = "job-key"
 PROMPT = {"prompt": {"input_text": "Describe the video."}}
+VIDEO = b'{"video":{"asset_id":"a","type":"asset_id"}}'
 FAST = PollPolicy(min_interval=5.0, max_interval=30.0, stagger=0.0)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A job state URL: a SQLite file, or a fresh prefix on the module's redis-server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'job.db'}"
+    redis_url: str = request.getfixturevalue("redis_url")
+    return f"{redis_url}?prefix={fresh_prefix()}"
 
 
 def requests(count: int, *, prefix: str = "c") -> list[dict[str, Any]]:
@@ -246,13 +257,12 @@ async def test_a_resumed_job_never_repeats_an_acknowledged_outcome(tmp_path: Pat
         assert len(sent_lines(sim)) == 400
 
 
-async def test_a_batch_created_before_a_crash_is_adopted_not_created_twice(tmp_path: Path) -> None:
+async def test_a_batch_created_before_a_crash_is_adopted_not_created_twice(state: str) -> None:
     """A batch created for an intent before a crash is found by its tagged custom_ids and adopted
-    on resume; nothing is sent twice."""
-    state = f"sqlite:///{tmp_path / 'orphan.db'}"
+    on resume; nothing is sent twice (on a SQLite and on a Redis state)."""
     async with Simulator(api_key=KEY, seed=13) as sim:
-        ledger = open_ledger(state)
-        with ledger.ingesting(
+        ledger = await open_ledger(state)
+        async with ledger.ingesting(
             {
                 "input": "complete",
                 "tag": "feedbeef",
@@ -263,9 +273,9 @@ async def test_a_batch_created_before_a_crash_is_adopted_not_created_twice(tmp_p
             20,
         ) as intake:
             for line in range(1, 31):
-                intake.add((line, f"c{line}", b'{"video":{"asset_id":"a","type":"asset_id"}}'))
-        intent = ledger.new_intent(10)
-        ledger.close()
+                await intake.add((line, f"c{line}", VIDEO))
+        intent = await ledger.new_intent(10)
+        await ledger.aclose()
         orphan = sim.create_batch(
             [
                 {
@@ -283,12 +293,12 @@ async def test_a_batch_created_before_a_crash_is_adopted_not_created_twice(tmp_p
         assert set(sent.values()) == {1}  # nothing sent twice, no twin batch
 
 
-async def test_an_intent_without_a_batch_is_sent_once_after_a_crash(tmp_path: Path) -> None:
-    """An intent recorded before a crash but never sent is sent once on resume."""
-    state = f"sqlite:///{tmp_path / 'job.db'}"
+async def test_an_intent_without_a_batch_is_sent_once_after_a_crash(state: str) -> None:
+    """An intent recorded before a crash but never sent is sent once on resume (on a SQLite and
+    on a Redis state)."""
     async with Simulator(api_key=KEY, seed=14) as sim:
-        ledger = open_ledger(state)
-        with ledger.ingesting(
+        ledger = await open_ledger(state)
+        async with ledger.ingesting(
             {
                 "input": "complete",
                 "tag": "0badcafe",
@@ -299,9 +309,9 @@ async def test_an_intent_without_a_batch_is_sent_once_after_a_crash(tmp_path: Pa
             20,
         ) as intake:
             for line in range(1, 21):
-                intake.add((line, None, b'{"video":{"asset_id":"a","type":"asset_id"}}'))
-        ledger.new_intent(20)  # the crash came before the create was sent
-        ledger.close()
+                await intake.add((line, None, VIDEO))
+        await ledger.new_intent(20)  # the crash came before the create was sent
+        await ledger.aclose()
         outcomes = await run_job(sim, [], state=state)
         assert_once_each(outcomes, 20)
         assert Counter(line_of(c) for c, _ in sent_lines(sim)) == dict.fromkeys(range(1, 21), 1)
@@ -395,11 +405,10 @@ async def test_job_progress_reaches_telemetry_hooks_once_per_ended_batch() -> No
     assert seen[-1].batches_done == batches
 
 
-async def test_run_cancel_on_the_command_line_cancels_the_jobs_batches(tmp_path: Path) -> None:
+async def test_run_cancel_on_the_command_line_cancels_the_jobs_batches(state: str) -> None:
     """`asyncbatch run --cancel --state URL` cancels the active batches of a job that was
     stopped, marks the rest canceled, and a rerun of the job delivers every request once,
-    none of them sent again."""
-    state = f"sqlite:///{tmp_path / 'job.db'}"
+    none of them sent again (on a SQLite and on a Redis state)."""
     async with Simulator(api_key=KEY, seed=17, item_seconds=60.0) as sim:
         async with (
             Client(api_key=KEY, base_url=sim.base_url) as client,
@@ -421,3 +430,25 @@ async def test_run_cancel_on_the_command_line_cancels_the_jobs_batches(tmp_path:
     assert statuses["canceled"] > 0
     # The outcome handed out before the stop was never acknowledged, so it comes again.
     assert_once_each(outcomes, 300)
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["sqlite:////proc/no-such-dir/job.db", "redis://127.0.0.1:1/0?socket_connect_timeout=1"],
+)
+async def test_a_state_that_cannot_be_opened_is_one_error_line_and_nothing_is_sent(
+    state: str, tmp_path: Path
+) -> None:
+    """`asyncbatch run` with a state it cannot open (a directory it cannot make, a Redis server
+    that is not there) exits with one error line naming the state, before any request."""
+    source = tmp_path / "requests.jsonl"
+    source.write_text('{"video": {"asset_id": "a"}}\n')
+    async with Simulator(api_key=KEY, seed=1) as sim:
+        out = tmp_path / "results.jsonl"
+        args = [str(source), "--prompt", "Hi.", "--out", str(out), "--state", state, "--plain"]
+        outcome = await cli("run", *args, base_url=sim.base_url)
+        assert sim.stats.total_requests == 0
+    assert outcome.status == 1
+    assert outcome.err.count("\n") == 1
+    assert "StateStoreError" in outcome.err
+    assert "Traceback" not in outcome.err

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._redis_server import fresh_prefix
 from tests.replica_worker import API_KEY, ROOT, RunningClock, serve_simulator, wait_for
 
 KILLS = int(os.environ.get("ASYNCBATCH_JOB_KILLS", "4"))
@@ -79,10 +80,19 @@ def check_against_simulator(out: Path, sent: list[tuple[str, str, str]], count: 
         assert (line["status"] == "ready") == (line["data"] is not None)
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The job's ``--state``: a SQLite file, or a fresh prefix on the module's redis-server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'job.db'}"
+    redis_url: str = request.getfixturevalue("redis_url")
+    return f"{redis_url}?prefix={fresh_prefix()}"
+
+
 @pytest.mark.timeout(60 + 15 * KILLS)
-def test_killed_runs_resume_to_exactly_one_line_per_request(tmp_path: Path) -> None:
-    """`asyncbatch run` killed with SIGKILL at random moments and rerun on its state ends with
-    exactly one results line per request, agreeing with the server."""
+def test_killed_runs_resume_to_exactly_one_line_per_request(tmp_path: Path, state: str) -> None:
+    """`asyncbatch run` killed with SIGKILL at random moments and rerun on its state (SQLite or
+    Redis) ends with exactly one results line per request, agreeing with the server."""
     rng = random.Random(SEED)
     clock = RunningClock(scale=40.0)
     options = {"item_seconds": 2.0, "pending_seconds": 0.5, "item_failure_rate": 0.1, "seed": SEED}
@@ -90,7 +100,7 @@ def test_killed_runs_resume_to_exactly_one_line_per_request(tmp_path: Path) -> N
     write_requests(source, REQUESTS)
     with serve_simulator(clock, **options) as (portal, sim):
         args = [str(source), "--prompt", "Describe it.", "--out", str(out), "--plain"]
-        args += ["--state", f"sqlite:///{tmp_path / 'job.db'}", "--max-attempts", "3"]
+        args += ["--state", state, "--max-attempts", "3"]
         args += ["--base-url", sim.base_url, "--interval", "0.2", "--max-interval", "0.5"]
         codes = []
         for run in range(KILLS + 1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -201,3 +202,22 @@ async def test_status_errors_carry_no_private_failure_in_their_chain() -> None:
         text = "".join(traceback.format_exception(exc))
         assert "_Failure" not in text
         assert "During handling" not in text
+
+
+async def test_a_password_in_a_job_state_url_is_in_no_repr_or_error(tmp_path: Path) -> None:
+    """A job on ``redis://:PASSWORD@host`` state: the job's repr hides the password, and so
+    does the command line's error when that Redis cannot be reached."""
+    state = f"redis://:{PASSWORD}@127.0.0.1:{unused_port()}/0?socket_connect_timeout=1"
+    async with Client(api_key=API_KEY, base_url="http://127.0.0.1:9/v1.3") as client:
+        job = client.jobs.run([], state=state)
+        assert PASSWORD not in repr(job)
+        assert ":***@127.0.0.1" in repr(job)
+        with pytest.raises(AsyncBatchError) as caught:
+            await job.__aenter__()
+        assert PASSWORD not in _everything_about(caught.value)
+    source = tmp_path / "requests.jsonl"
+    source.write_text('{"video": {"asset_id": "a"}}\n')
+    args = [str(source), "--prompt", "Hi.", "--out", str(tmp_path / "out.jsonl")]
+    outcome = await cli("run", *args, "--state", state, "--plain")
+    assert outcome.status == 1
+    assert PASSWORD not in outcome.err + outcome.out

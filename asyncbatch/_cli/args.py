@@ -542,7 +542,8 @@ def _run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state",
         metavar="URL",
-        help="the job's record: sqlite:///PATH (default: OUT.state.db) or memory://",
+        help="the job's record: sqlite:///PATH (default: OUT.state.db), "
+        "redis://HOST:PORT/DB?prefix=KEYS or memory://",
     )
     parser.add_argument(
         "--max-attempts",

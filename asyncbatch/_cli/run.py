@@ -45,7 +45,7 @@ async def run_command(client: Client, args: argparse.Namespace, streams: Streams
     out = Path(args.out)
     state = args.state or default_state(out)
     source = _readable(Path(args.file))
-    written = _written_lines(out, state)
+    written = await _written_lines(out, state)
     defaults = {"prompt": {"input_text": args.prompt}} if args.prompt else None
     board = Board()
     view = _job_view(streams, args)
@@ -63,7 +63,7 @@ async def run_command(client: Client, args: argparse.Namespace, streams: Streams
         on_event=lambda event: _observed(event, board, view),
     )
     async with metrics_endpoint(args, streams, "run"), job:
-        job.reconcile(written)
+        await job.reconcile(written)
         view.attach(job)
         started = anyio.current_time()
         view.start(board, started)
@@ -118,7 +118,7 @@ def _observed(event: Event, board: Board, view: JobView) -> None:
         board.rows.pop(event.batch_id, None)  # the table shows the active batches
 
 
-def _written_lines(out: Path, state: str) -> list[int]:
+async def _written_lines(out: Path, state: str) -> list[int]:
     """The ``line`` of every complete line of ``--out``; a torn last line is cut off."""
     try:
         lines = written_lines(out)
@@ -126,7 +126,7 @@ def _written_lines(out: Path, state: str) -> list[int]:
         raise CommandError(f"run: cannot read {out}: {exc.strerror or exc}", EXIT_USAGE) from None
     except ConfigurationError as exc:
         raise CommandError(f"run: {exc}", EXIT_USAGE) from None
-    if lines and not has_job(state):
+    if lines and not await has_job(state):
         raise CommandError(
             f"run: {out} already holds {len(lines)} line(s) but the state has no job: give "
             "the --state it was written with, or another --out",
@@ -136,15 +136,15 @@ def _written_lines(out: Path, state: str) -> list[int]:
 
 
 async def _cancel(client: Client, state: str, streams: Streams) -> int:
-    ledger = open_ledger(state)
+    ledger = await open_ledger(state)
     try:
         if ledger.meta("input") != "complete":
             raise CommandError("run --cancel: the state holds no job", EXIT_USAGE)
-        ledger.set_meta({"canceled": "1"})
-        waiting = ledger.cancel_waiting()
+        await ledger.set_meta({"canceled": "1"})
+        waiting = await ledger.cancel_waiting()
         canceled = await cancel_batches(client, ledger.active_batches())
     finally:
-        ledger.close()
+        await ledger.aclose()
     streams.note(
         f"run: canceled {canceled} batch(es) and {waiting} request(s) not yet sent; rerun "
         "the job's command to collect what the batches finished"

@@ -2,21 +2,20 @@
 exactly one final outcome per request (`Job`, reached as ``client.jobs.run``).
 
 Modules, lower first: `plan` (batch sizing, pure), `outcome` (what a job hands back),
-`ledger` (the durable record in SQLite), `source` (reading requests), `runner` (the job).
+`ledger` (what the durable record must do), `sqlite_ledger` and `redis_ledger` (two that do
+it), `state` (the ledger a URL names), `source` (reading requests), `runner` (the job).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Unpack
 
-from .._models import BatchDefaults
-from .._retry import PollPolicy
 from .ledger import Ledger
 from .outcome import Attempt, JobOutcome, JobStatistics, OutcomeStatus
-from .plan import MAX_BATCH_SIZE, next_batch_size
-from .runner import EventHook, Job, JobClient, cancel_batches, open_ledger
+from .plan import next_batch_size
+from .runner import Job, JobClient, JobOptions, cancel_batches, check_limits
 from .source import Requests
+from .state import open_ledger
 
 
 class Jobs:
@@ -28,21 +27,7 @@ class Jobs:
     def __repr__(self) -> str:
         return "<asyncbatch.Jobs>"
 
-    def run(
-        self,
-        requests: Requests,
-        *,
-        defaults: BatchDefaults | Mapping[str, Any] | None = None,
-        model_name: str = "pegasus1.5",
-        analysis_mode: str = "general",
-        state: str = "memory://",
-        max_attempts: int = 3,
-        max_active: int = 5,
-        max_batch_size: int = MAX_BATCH_SIZE,
-        poll: PollPolicy | None = None,
-        auto_ack: bool = True,
-        on_event: EventHook | None = None,
-    ) -> Job:
+    def run(self, requests: Requests, **options: Unpack[JobOptions]) -> Job:
         """A `Job` over ``requests``: enter it with ``async with``, iterate its outcomes.
 
         Args:
@@ -54,8 +39,9 @@ class Jobs:
                 not read again (a file is checked to be the same).
             defaults: every batch's `BatchDefaults` (e.g. the prompt).
             model_name, analysis_mode: as for `Batches.create`.
-            state: ``sqlite:///PATH`` (``?synchronous=NORMAL`` optional) to survive a
-                crash, or ``memory://``.
+            state: where the job's record is kept, to survive a crash: ``sqlite:///PATH``
+                (``?synchronous=NORMAL`` optional), or ``redis://HOST:PORT/DB?prefix=KEYS``
+                (the ``redis`` extra; one job per prefix); ``memory://`` keeps nothing.
             max_attempts: batches a request may go into; ``failed`` requests, and those
                 an expired batch left unfinished, go round again until then.
             max_active: the account's active-batch limit (the API's is 5).
@@ -65,31 +51,20 @@ class Jobs:
                 False to call `Job.ack` yourself.
             on_event: called with each watch `Event` of the job's batches.
         """
-        return Job(
-            self._client,
-            requests,
-            defaults=defaults,
-            model_name=model_name,
-            analysis_mode=analysis_mode,
-            state=state,
-            max_attempts=max_attempts,
-            max_active=max_active,
-            max_batch_size=max_batch_size,
-            poll=poll,
-            auto_ack=auto_ack,
-            on_event=on_event,
-        )
+        return Job(self._client, requests, **options)
 
 
 __all__ = [
     "Attempt",
     "Job",
+    "JobOptions",
     "JobOutcome",
     "JobStatistics",
     "Jobs",
     "Ledger",
     "OutcomeStatus",
     "cancel_batches",
+    "check_limits",
     "next_batch_size",
     "open_ledger",
 ]

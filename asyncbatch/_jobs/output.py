@@ -16,7 +16,8 @@ from typing import TextIO
 
 from .._errors import ConfigurationError
 from .outcome import JobOutcome
-from .runner import Job, open_ledger
+from .runner import Job
+from .state import open_ledger
 
 
 def written_lines(path: Path) -> list[int]:
@@ -46,13 +47,13 @@ def written_lines(path: Path) -> list[int]:
     return lines
 
 
-def has_job(state: str) -> bool:
+async def has_job(state: str) -> bool:
     """Whether the state URL holds a job whose requests were all read in."""
-    ledger = open_ledger(state)
+    ledger = await open_ledger(state)
     try:
         return ledger.meta("input") == "complete"
     finally:
-        ledger.close()
+        await ledger.aclose()
 
 
 def write_outcome(file: TextIO, outcome: JobOutcome) -> None:

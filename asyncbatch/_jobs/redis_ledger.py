@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 
 from .._errors import DecodeError, StateStoreError
 from .._models import ItemError, decode_body
-from .._stores.redis_calls import DEFAULT_PREFIX, awaited, redis_errors
+from .._stores.redis_errors import DEFAULT_PREFIX, awaited, redis_errors
 from .ledger import (
     FINAL_STATES,
     JOB_CANCELED,

@@ -40,8 +40,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, Unpack
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Protocol, Self, TypedDict, Unpack
 
 import anyio
 import msgspec
@@ -66,6 +65,7 @@ from .._models import (
     CreatedBatch,
     ItemError,
 )
+from .._redact import redact_url
 from .._results import ResultStream
 from .._retry import NO_RETRY, PollPolicy, RetryPolicy
 from .._telemetry import JobProgress, report_job_progress, telemetry_hooks
@@ -74,6 +74,7 @@ from .ledger import Intent, ItemResult, Ledger
 from .outcome import JobOutcome, JobStatistics, OutcomeStatus
 from .plan import MAX_BATCH_SIZE, next_batch_size
 from .source import Requests, rows
+from .state import open_ledger
 
 logger = logging.getLogger("asyncbatch")
 
@@ -146,6 +147,29 @@ class JobClient(Protocol):
 EventHook = Callable[[Event], object]
 
 
+class JobOptions(TypedDict, total=False):
+    """The keyword options of `Job`, as `Jobs.run` takes them (``**options:
+    Unpack[JobOptions]``), so that a type checker and an editor know each one; `Jobs.run`
+    documents what each does."""
+
+    defaults: BatchDefaults | Mapping[str, Any] | None
+    model_name: str
+    analysis_mode: str
+    state: str
+    max_attempts: int
+    max_active: int
+    max_batch_size: int
+    poll: PollPolicy | None
+    auto_ack: bool
+    on_event: EventHook | None
+
+
+def check_limits(*, max_attempts: int, max_active: int) -> None:
+    """`ValueError` unless a job may try each request and use a slot at least once."""
+    if max_attempts < 1 or max_active < 1:
+        raise ValueError("max_attempts and max_active must be at least 1")
+
+
 class Job:
     """A job: use ``async with client.jobs.run(requests, state=...) as job: async for
     outcome in job: ...``. Each request's final `JobOutcome` comes exactly once.
@@ -169,8 +193,7 @@ class Job:
         auto_ack: bool = True,
         on_event: EventHook | None = None,
     ) -> None:
-        if max_attempts < 1 or max_active < 1:
-            raise ValueError("max_attempts and max_active must be at least 1")
+        check_limits(max_attempts=max_attempts, max_active=max_active)
         if not 1 <= max_batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"max_batch_size must be 1 to {MAX_BATCH_SIZE}")
         self._client = client
@@ -206,7 +229,7 @@ class Job:
         self._final_at_start = 0
 
     def __repr__(self) -> str:
-        return f"<asyncbatch.Job {self._stage} state={_shown(self._state_url)!r}>"
+        return f"<asyncbatch.Job {self._stage} state={redact_url(self._state_url)!r}>"
 
     @property
     def tag(self) -> str:
@@ -250,24 +273,24 @@ class Job:
             raise _unwrapped(exc) from None
         finally:
             self._stage = "closed"
-            self._ledger_closed()
+            await self._close_ledger()
 
     async def _open(self) -> None:
         self._stage = "running"
-        self._ledger = open_ledger(self._state_url)
+        self._ledger = await open_ledger(self._state_url)
         try:
             await self._load_input(self._ledger)
         except BaseException:
             self._stage = "closed"
-            self._ledger.close()
+            await self._close_ledger()
             raise
         self._canceling = self._ledger.meta("canceled") == "1"
         self._started_at = anyio.current_time()
         self._final_at_start = _finished(self._ledger.counts())
 
-    def _ledger_closed(self) -> None:
+    async def _close_ledger(self) -> None:
         if self._ledger is not None:
-            self._ledger.close()
+            await self._ledger.aclose()
 
     async def __aexit__(
         self,
@@ -282,7 +305,7 @@ class Job:
                 group.cancel_scope.cancel()
                 await group.__aexit__(None, None, None)
         finally:
-            self._ledger_closed()
+            await self._close_ledger()
 
     async def _load_input(self, ledger: Ledger) -> None:
         """Read the requests into the ledger, or check that it holds this job already."""
@@ -300,14 +323,12 @@ class Job:
         meta = {"input": "complete", "tag": self._tag, **options}
         if fingerprint is not None:
             meta["fingerprint"] = fingerprint
-        with ledger.ingesting(meta, MAX_PROBLEMS) as intake:
+        async with ledger.ingesting(meta, MAX_PROBLEMS) as intake:
             async for row in rows(self._requests):
-                intake.add(row)
+                await intake.add(row)
                 if intake.full:
                     break
-            if not intake.count and not intake.problems:
-                intake.problems.append("the input holds no requests")
-            problems = list(intake.problems)
+        problems = intake.problems
         if problems:
             from .._errors import InvalidRequestError  # noqa: PLC0415 - only on failure
 
@@ -326,10 +347,10 @@ class Job:
         ledger = self._entered()
         if self._auto_ack and self._unacked is not None:
             line, self._unacked = self._unacked, None
-            self._acknowledge(ledger, line)
+            await self._acknowledge(ledger, line)
         while True:
             if not self._buffer:
-                fresh = ledger.undelivered(256 + len(self._handed))
+                fresh = await ledger.undelivered(256 + len(self._handed))
                 self._buffer.extend(o for o in fresh if o.line not in self._handed)
             if self._buffer:
                 outcome = self._buffer.popleft()
@@ -345,19 +366,19 @@ class Job:
                 self._finals = anyio.Event()
             await self._finals.wait()
 
-    def reconcile(self, delivered: Iterable[int]) -> None:
+    async def reconcile(self, delivered: Iterable[int]) -> None:
         """Make exactly the outcomes of these lines count as delivered, before iterating:
         every other final outcome comes again (``asyncbatch run`` passes the lines its output
         file holds, which is where its deliveries really are)."""
-        self._entered().redeliver_all_but(delivered)
+        await self._entered().redeliver_all_but(delivered)
         self._buffer.clear()
 
     async def ack(self, outcome: JobOutcome) -> None:
         """Acknowledge ``outcome``: a job resumed on the same state will not deliver it again."""
-        self._acknowledge(self._entered(), outcome.line)
+        await self._acknowledge(self._entered(), outcome.line)
 
-    def _acknowledge(self, ledger: Ledger, line: int) -> None:
-        ledger.acknowledge(line)
+    async def _acknowledge(self, ledger: Ledger, line: int) -> None:
+        await ledger.acknowledge(line)
         self._handed.discard(line)
 
     async def cancel(self) -> None:
@@ -368,8 +389,8 @@ class Job:
         """
         ledger = self._entered()
         self._canceling = True
-        ledger.set_meta({"canceled": "1"})
-        ledger.cancel_waiting()
+        await ledger.set_meta({"canceled": "1"})
+        await ledger.cancel_waiting()
         self._finals.set()
         await cancel_batches(self._client, ledger.active_batches())
         self._changed.set()
@@ -447,7 +468,7 @@ class Job:
 
     async def _admit(self, ledger: Ledger) -> bool:
         """Create one batch if requests wait and a slot is free; False when none can be."""
-        if self._canceling and ledger.cancel_waiting():
+        if self._canceling and await ledger.cancel_waiting():
             self._finals.set()
         waiting = ledger.counts().get("waiting", 0)
         active = ledger.active_batches()
@@ -458,7 +479,7 @@ class Job:
         size = next_batch_size(waiting, free_slots=free, running=running, cap=self._cap)
         if self._probe is not None:
             size = min(size, self._probe)
-        await self._create(ledger, ledger.new_intent(size))
+        await self._create(ledger, await ledger.new_intent(size))
         return True
 
     async def _look_again(self, idle_wait: float) -> float:
@@ -532,17 +553,17 @@ class Job:
                 retry=NO_RETRY,
             )
         except RateLimitError as exc:
-            ledger.void_intent(intent.seq)  # a 429 proves nothing was made
+            await ledger.void_intent(intent.seq)  # a 429 proves nothing was made
             await self._no_slot(ledger, exc)
             return
         except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
-            ledger.void_intent(intent.seq)
+            await ledger.void_intent(intent.seq)
             raise
         except APIStatusError as exc:
             if exc.status == 503 or 400 <= exc.status < 500:
-                ledger.void_intent(intent.seq)  # refused before anything was made
+                await ledger.void_intent(intent.seq)  # refused before anything was made
                 if 400 <= exc.status < 500:
-                    self._refused(ledger, intent, exc)
+                    await self._refused(ledger, intent, exc)
                 else:
                     await anyio.sleep(_IDLE_WAIT[0])
                 return
@@ -552,7 +573,7 @@ class Job:
             await self._settle_unknown(ledger, intent.seq)
             return
         self._probe = None
-        self._started(ledger, intent.seq, created.batch_id, len(intent.lines))
+        await self._started(ledger, intent.seq, created.batch_id, len(intent.lines))
 
     async def _no_slot(self, ledger: Ledger, error: RateLimitError) -> None:
         """A 429 on create. With a short ``Retry-After`` it is the request rate: wait that
@@ -564,13 +585,13 @@ class Job:
         await self._count_foreign()
         self._limit = self._foreign + len(ledger.active_batches())
 
-    def _started(self, ledger: Ledger, seq: int, batch_id: str, size: int) -> None:
-        ledger.created(seq, batch_id)
+    async def _started(self, ledger: Ledger, seq: int, batch_id: str, size: int) -> None:
+        await ledger.created(seq, batch_id)
         self._loads[batch_id] = size
         if self._watcher is not None:
             self._watcher.add(batch_id)
 
-    def _refused(self, ledger: Ledger, intent: Intent, error: APIStatusError) -> None:
+    async def _refused(self, ledger: Ledger, intent: Intent, error: APIStatusError) -> None:
         """A create refused outright: narrow down to the request the API refuses."""
         if len(intent.lines) > 1:
             self._probe = max(1, len(intent.lines) // 2)
@@ -582,7 +603,7 @@ class Job:
             )
             return
         message = error.message or str(error)
-        ledger.refuse(intent.lines, ItemError(message=message, code=error.code))
+        await ledger.refuse(intent.lines, ItemError(message=message, code=error.code))
         self._finals.set()
 
     def _request(self, seq: int, line: int, raw: bytes) -> dict[str, Any]:
@@ -604,7 +625,7 @@ class Job:
         The search is retried until it completes: voiding an intent whose batch exists
         would send its requests twice.
         """
-        intent = ledger.intent(seq)
+        intent = await ledger.intent(seq)
         delay = 1.0
         while True:
             try:
@@ -617,10 +638,10 @@ class Job:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 60.0)
         if batch_id is None:
-            ledger.void_intent(seq)
+            await ledger.void_intent(seq)
             return
         logger.warning("job %s: adopted batch %s, created before a crash", self._tag, batch_id)
-        self._started(ledger, seq, batch_id, len(intent.lines))
+        await self._started(ledger, seq, batch_id, len(intent.lines))
 
     async def _find_orphan(self, ledger: Ledger, seq: int, size: int) -> str | None:
         prefix = f"{self._tag}-{seq}-"
@@ -690,7 +711,7 @@ class Job:
                 logger.warning("job %s: results of %s: %s; retrying", self._tag, batch_id, exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 60.0)
-        ledger.end_batch(
+        await ledger.end_batch(
             seq,
             batch_id,
             batch_status=batch_status,
@@ -731,14 +752,14 @@ class Job:
                     ItemResult(parsed[1], item.status, item.task_id, item.data, item.error)
                 )
                 if len(chunk) >= _RESULT_CHUNK:
-                    self._apply(ledger, seq, batch_id, status, chunk)
+                    await self._apply(ledger, seq, batch_id, status, chunk)
                     chunk = []
-            self._apply(ledger, seq, batch_id, status, chunk)
+            await self._apply(ledger, seq, batch_id, status, chunk)
 
-    def _apply(
+    async def _apply(
         self, ledger: Ledger, seq: int, batch_id: str, status: str, chunk: list[ItemResult]
     ) -> None:
-        ledger.apply_results(
+        await ledger.apply_results(
             seq,
             batch_id,
             chunk,
@@ -759,25 +780,6 @@ async def cancel_batches(client: JobClient, batch_ids: Iterable[str]) -> int:
             continue
         count += 1
     return count
-
-
-def open_ledger(url: str) -> Ledger:
-    """The ledger a ``--state`` URL names: ``memory://`` or ``sqlite:///PATH``
-    (``?synchronous=NORMAL`` optional); `ValueError` for anything else."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "memory":
-        return Ledger(":memory:")
-    if scheme != "sqlite":
-        raise ValueError(
-            f"a job keeps its state in memory:// or sqlite:///PATH, not {_shown(url)!r}"
-        )
-    if parts.netloc or len(parts.path) < 2:
-        raise ValueError("a SQLite state URL is sqlite:///relative.db or sqlite:////absolute.db")
-    synchronous = parse_qs(parts.query).get("synchronous", ["FULL"])[-1].upper()
-    if synchronous not in ("FULL", "NORMAL"):
-        raise ValueError("sqlite state: synchronous must be FULL or NORMAL")
-    return Ledger(parts.path[1:], synchronous="NORMAL" if synchronous == "NORMAL" else "FULL")
 
 
 def _check_same_job(ledger: Ledger, options: dict[str, str], fingerprint: str | None) -> None:
@@ -819,13 +821,6 @@ def _builtins(value: object) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         raise TypeError("defaults must be a BatchDefaults or a mapping")
     return raw
-
-
-def _shown(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[-1]}").geturl()
 
 
 def _unwrapped(error: Exception) -> Exception:

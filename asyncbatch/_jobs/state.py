@@ -47,7 +47,7 @@ async def _redis(url: str) -> Ledger:
     try:
         from redis.asyncio import Redis  # noqa: PLC0415 - the redis extra is optional
 
-        from .._stores.redis_calls import DEFAULT_PREFIX  # noqa: PLC0415
+        from .._stores.redis_errors import DEFAULT_PREFIX  # noqa: PLC0415
         from .redis_ledger import RedisLedger  # noqa: PLC0415
     except ImportError as exc:
         raise ValueError(

@@ -1,9 +1,6 @@
-"""What every Redis-backed piece shares (the watch store, gate and leases in
-`asyncbatch.redis`, the job ledger in `asyncbatch._jobs.redis_ledger`): the default key
-prefix, Redis failures raised as `StateStoreError`, and awaiting redis-py's commands.
-
-Needs the ``redis`` extra; only modules that need Redis anyway import it.
-"""
+"""What every Redis-backed piece shares: the default key prefix, Redis failures raised as
+`StateStoreError`, and awaiting redis-py's commands. Imported only where the ``redis``
+extra is in use."""
 
 from __future__ import annotations
 
@@ -15,10 +12,11 @@ from redis.exceptions import RedisError
 
 from .._errors import StateStoreError
 
+DEFAULT_PREFIX: Final = "asyncbatch:"
+"""The start of every key asyncbatch writes to Redis unless told otherwise."""
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-
-DEFAULT_PREFIX: Final = "asyncbatch:"
 
 
 def redis_errors(
