@@ -14,6 +14,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from asyncbatch import DecodeError, StateStoreError
+from asyncbatch import Client, DecodeError, JobOutcome, PollPolicy, StateStoreError
 from asyncbatch._jobs.ledger import INTAKE_CHUNK, Intent, ItemResult, Ledger, Row
 from asyncbatch._jobs.redis_ledger import RedisLedger
 from asyncbatch._jobs.sqlite_ledger import SQLiteLedger
 from asyncbatch._jobs.state import open_ledger
 from asyncbatch._models import ItemError, TaskResult
-from asyncbatch.testing import VirtualTimeLoop
+from asyncbatch.testing import Simulator, VirtualTimeLoop
 from tests._redis_server import fresh_prefix, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -493,6 +494,84 @@ async def test_clearing_leaves_other_prefixes_alone(redis_url: str) -> None:
         reopened = await RedisLedger.open(client, prefix=f"{base}job:x")
         assert reopened.counts() == {"waiting": 2}
         assert [k async for k in client.scan_iter(match=f"{base}job:[^x]*")] == []
+
+
+# -- a job end to end on Redis state ---------------------------------------------------------
+
+KEY = "ledger-key"
+PROMPT = {"prompt": {"input_text": "Describe the video."}}
+FAST = PollPolicy(min_interval=5.0, max_interval=30.0, stagger=0.0)
+
+
+def job_state(url: str, prefix: str) -> str:
+    """A Redis job state URL without redis-py's 5 s socket timeout (a timer the virtual
+    clock may jump to while a script runs)."""
+    return f"{url}?prefix={prefix}&socket_timeout=1e6&socket_connect_timeout=1e6"
+
+
+def video_requests(count: int) -> list[dict[str, Any]]:
+    return [{"video": {"asset_id": f"asset-{i}"}, "custom_id": f"r{i}"} for i in range(count)]
+
+
+async def test_a_job_on_redis_state_resumes_and_delivers_each_request_once(redis_url: str) -> None:
+    """A job on ``redis://...?prefix=P``, left after some outcomes were acknowledged and
+    entered again on P, delivers every request exactly once over both runs, sends none
+    twice, and leaves its whole record in Redis under P."""
+    prefix = fresh_prefix()
+    state = job_state(redis_url, prefix)
+    options: dict[str, Any] = {"defaults": PROMPT, "poll": FAST, "state": state, "auto_ack": False}
+    async with (
+        Simulator(api_key=KEY, seed=5) as sim,
+        Client(api_key=KEY, base_url=sim.base_url) as client,
+    ):
+        first: list[JobOutcome] = []
+        async with client.jobs.run(video_requests(120), max_batch_size=25, **options) as job:
+            async for outcome in job:
+                first.append(outcome)
+                await job.ack(outcome)
+                if len(first) == 30:
+                    break
+        async with client.jobs.run(video_requests(120), max_batch_size=25, **options) as job:
+            second = []
+            async for outcome in job:
+                second.append(outcome)
+                await job.ack(outcome)
+            statistics = job.statistics()
+        # A job sends each request as TAG-SEQ-LINE: count the lines the simulator received.
+        sent = Counter(
+            int(r["custom_id"].rsplit("-", 1)[1]) for b in sim.batch_ids() for r in sim.results(b)
+        )
+    lines = sorted(o.line for o in first + second)
+    assert lines == list(range(1, 121))
+    assert {o.custom_id for o in first + second} == {f"r{i}" for i in range(120)}
+    assert (statistics.total, statistics.delivered, statistics.finished) == (120, 120, 120)
+    assert sent == dict.fromkeys(range(1, 121), 1)  # none sent again after the resume
+    async with redis_client(redis_url) as redis:
+        assert await redis.hget(f"{prefix}job:meta", "input") == b"complete"
+        assert await redis.zcard(f"{prefix}job:dlv") == 120
+
+
+async def test_a_canceled_job_on_redis_state_ends_every_request_once(redis_url: str) -> None:
+    """Canceling a job on Redis state ends each request once, ``ready`` or ``canceled``, and
+    a job entered again on the same prefix delivers nothing more."""
+    state = job_state(redis_url, fresh_prefix())
+    options: dict[str, Any] = {"defaults": PROMPT, "poll": FAST, "state": state}
+    async with (
+        Simulator(api_key=KEY, seed=6, item_seconds=60.0) as sim,
+        Client(api_key=KEY, base_url=sim.base_url) as client,
+    ):
+        outcomes = []
+        async with client.jobs.run(video_requests(80), max_batch_size=10, **options) as job:
+            async for outcome in job:
+                outcomes.append(outcome)
+                if len(outcomes) == 1:
+                    await job.cancel()
+        async with client.jobs.run(video_requests(80), **options) as again:
+            more = [o async for o in again]
+    assert sorted(o.line for o in outcomes) == list(range(1, 81))
+    assert {str(o.status) for o in outcomes} <= {"ready", "canceled"}
+    assert any(o.status == "canceled" for o in outcomes)
+    assert more == []
 
 
 # -- model-based: SQLite and Redis side by side -------------------------------------------
