@@ -169,6 +169,20 @@ return found
 """
 )
 
+# ARGV: P, seq, then lines. Returns, for each line, its attempts if it runs in ``seq``, else -1.
+_RUNNING_LUA: Final = (
+    _COMMON
+    + """
+local found = {}
+for i = 3, #ARGV do
+  local f = redis.call('HMGET', item(ARGV[i]), 's', 'q', 'a')
+  if f[1] == 'running' and f[2] == ARGV[2] then found[#found + 1] = f[3]
+  else found[#found + 1] = -1 end
+end
+return found
+"""
+)
+
 # ARGV: P, seq, batch ID.
 _CREATED_LUA: Final = (
     _COMMON
@@ -204,27 +218,57 @@ return summary(0)
 # ARGV: P, seq, batch ID, '1' to mark the batch ended, then per settled item: line, its
 # attempts after this one, next state, task ID, data, error, attempt record. An item
 # changes only if still running in ``seq`` with one attempt fewer. Returns how many did.
+# The hot path of a job (a chunk of results per call): counters and sorted sets are
+# written once per call, not once per item.
 _SETTLE_LUA: Final = (
     _COMMON
     + """
+local function each(command, key, lines, scored)
+  for i = 1, #lines, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #lines) do
+      if scored then args[#args + 1] = lines[j] end
+      args[#args + 1] = lines[j]
+    end
+    redis.call(command, key, unpack(args))
+  end
+end
 local seq, batch = ARGV[2], ARGV[3]
+local left, into, undelivered, moved = {}, {}, {}, {}
 local changed = 0
 for i = 5, #ARGV, 7 do
   local line, attempts, state = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = item(line)
   local f = redis.call('HMGET', key, 's', 'q', 'a')
   if f[1] == 'running' and f[2] == seq and tonumber(f[3]) + 1 == tonumber(attempts) then
-    leave(line, 'running', seq)
-    redis.call('HSET', key, 's', state, 'a', attempts, 'b', batch)
-    redis.call('HDEL', key, 'q')
-    put(key, 't', ARGV[i + 3])
-    put(key, 'd', ARGV[i + 4])
-    put(key, 'e', ARGV[i + 5])
+    local set, unset = {'s', state, 'a', attempts, 'b', batch}, {'q'}
+    for k, field in ipairs({'t', 'd', 'e'}) do
+      local arg = ARGV[i + 2 + k]
+      if arg == '' then unset[#unset + 1] = field
+      else set[#set + 1] = field; set[#set + 1] = string.sub(arg, 2) end
+    end
+    redis.call('HSET', key, unpack(set))
+    redis.call('HDEL', key, unpack(unset))
     redis.call('HSET', P .. 'h:' .. line, attempts, ARGV[i + 6])
-    redis.call('HINCRBY', COUNTS, 'attempts', 1)
-    enter(line, state, '')
+    left[#left + 1] = line
+    into[state] = into[state] or {}
+    table.insert(into[state], line)
+    if state ~= 'waiting' and not redis.call('ZSCORE', P .. 'dlv', line) then
+      undelivered[#undelivered + 1] = line
+    end
     changed = changed + 1
   end
+end
+if changed > 0 then
+  each('ZREM', P .. 'run:' .. seq, left, false)
+  redis.call('HINCRBY', COUNTS, 'running', -changed)
+  redis.call('HINCRBY', COUNTS, 'attempts', changed)
+  for state, lines in pairs(into) do
+    redis.call('HINCRBY', COUNTS, state, #lines)
+    if state == 'waiting' then each('ZADD', P .. 'wait', lines, true)
+    else each('ZADD', P .. 'final', lines, true) end
+  end
+  if #undelivered > 0 then each('ZADD', P .. 'undel', undelivered, true) end
 end
 if ARGV[4] == '1' and redis.call('HEXISTS', P .. 'b', seq .. ':s') == 1 then
   redis.call('HSET', P .. 'b', seq .. ':s', 'ended')
@@ -359,6 +403,7 @@ class RedisLedger:
         self._intake = register(_INTAKE_LUA)
         self._take = register(_TAKE_LUA)
         self._intent_script = register(_INTENT_LUA)
+        self._running = register(_RUNNING_LUA)
         self._created = register(_CREATED_LUA)
         self._void = register(_VOID_LUA)
         self._settle = register(_SETTLE_LUA)
@@ -565,15 +610,12 @@ class RedisLedger:
     async def _running_in(self, seq: int, results: Iterable[ItemResult]) -> list[_Pending]:
         """The results whose items were running in ``seq`` when read, with their attempts."""
         results = list(results)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for result in results:
-                pipe.hmget(f"{self._p}i:{result.line}", ["s", "q", "a"])
-            rows = cast(list[list[bytes | None]], await pipe.execute())
-        running = (RUNNING.encode(), str(seq).encode())
+        args: list[str | int] = [self._p, seq, *(r.line for r in results)]
+        found = cast(list[Any], await self._running(keys=[], args=args))
         return [
-            _Pending(result, _int(row[2], "attempts"))
-            for result, row in zip(results, rows, strict=True)
-            if (row[0], row[1]) == running
+            _Pending(result, _int(attempts, "attempts"))
+            for result, attempts in zip(results, found, strict=True)
+            if attempts != -1
         ]
 
     @redis_errors
@@ -705,11 +747,12 @@ def _optional_text(raw: bytes | None, what: str) -> str | None:
     return None if raw is None else _text(raw, what)
 
 
-def _int(raw: bytes | None, what: str) -> int:
+def _int(raw: bytes | int | None, what: str) -> int:
     try:
         return int(cast(bytes, raw))
     except (TypeError, ValueError):
-        raise DecodeError(f"{what}: not a number", snippet=(raw or b"")[:64]) from None
+        snippet = raw if isinstance(raw, bytes) else b""
+        raise DecodeError(f"{what}: not a number", snippet=snippet[:64]) from None
 
 
 def _glob_escape(text: str) -> str:
