@@ -33,6 +33,7 @@ from asyncbatch._jobs.sqlite_ledger import SQLiteLedger
 from asyncbatch._jobs.state import open_ledger
 from asyncbatch._models import ItemError, TaskResult
 from asyncbatch.testing import Simulator, VirtualTimeLoop
+from benchmarks import ledger_overhead
 from tests._redis_server import fresh_prefix, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -572,6 +573,24 @@ async def test_a_canceled_job_on_redis_state_ends_every_request_once(redis_url: 
     assert {str(o.status) for o in outcomes} <= {"ready", "canceled"}
     assert any(o.status == "canceled" for o in outcomes)
     assert more == []
+
+
+def test_ledger_overhead_benchmark_measures_each_ledger_and_cleans_up(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks.ledger_overhead runs at tiny sizes, measures every ledger, leaves no keys."""
+    rows = ledger_overhead.main(
+        ["--chunk", "4", "--chunks", "2", "--acks", "3", "--repeats", "1", "--redis", redis_url]
+    )
+    assert [row[0] for row in rows] == ["sqlite FULL", "sqlite NORMAL", "redis"]
+    assert all(float(figure) > 0 for row in rows for figure in row[1:])
+    assert "| ledger" in capsys.readouterr().out
+
+    async def leftover() -> list[bytes]:
+        async with redis_client(redis_url) as client:
+            return [key async for key in client.scan_iter(match="asyncbatch-bench:*")]
+
+    assert anyio.run(leftover) == []
 
 
 # -- model-based: SQLite and Redis side by side -------------------------------------------
