@@ -16,8 +16,11 @@ reaches keys it finds as it goes):
 * ``P b``: hash of the batches, ``SEQ:s`` state, ``SEQ:i`` batch ID, ``SEQ:n`` size; ``P
   bseq``: sorted set of their ``SEQ``.
 
-Every write is one Lua script (a script runs whole or not at all), which returns the new
-counters for the synchronous reads to answer from. `settle` decides outcomes in Python on
+Every write is one Lua script (a script runs whole or not at all; `set_meta` is one ``HSET``),
+which returns the new counters for the synchronous reads to answer from. The one exception is
+clearing a reading of the input that did not finish: SCAN and UNLINK, key by key, which is
+safe because such a job was never started (its meta says its input is not complete) and the
+next reading clears again. `settle` decides outcomes in Python on
 what was read before; the script applies each only if the item is still running in that
 batch with the attempts read, so applying twice changes nothing. Reads that grow with the
 job take a page (an intent, ``limit`` outcomes) at a time: the client never holds every
