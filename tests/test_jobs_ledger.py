@@ -348,6 +348,21 @@ async def test_refuse_fails_requests_but_keeps_ready_ones(ledger: Ledger) -> Non
     assert (await ledger.intent(1)).lines == []
 
 
+async def test_a_request_refused_on_its_second_try_names_no_batch(ledger: Ledger) -> None:
+    """A request that went round again and whose next create was refused ends ``failed``
+    with both attempts counted, naming no batch (its intent never became one), and its
+    history holds the one attempt that ran."""
+    await ingest(ledger, rows(1))
+    await ledger.new_intent(1)
+    await ledger.created(1, "b1")
+    await apply(ledger, 1, [failed(1)])
+    await ledger.new_intent(1)
+    await ledger.refuse([1], ItemError(message="refused", code="bad_request"))
+    [outcome] = await ledger.undelivered(1)
+    assert (outcome.status, outcome.attempts, outcome.batch_id) == ("failed", 2, None)
+    assert [a.batch_id for a in outcome.history] == ["b1"]
+
+
 async def test_cancel_waiting_cancels_only_waiting_requests(ledger: Ledger) -> None:
     """Waiting requests end ``canceled`` (job canceled); running ones are left to their batch."""
     await ingest(ledger, rows(5))
@@ -433,10 +448,10 @@ async def test_redis_ledger_from_a_state_url(redis_url: str) -> None:
     """``redis://...?prefix=P`` opens a RedisLedger on P, which owns (and closes) its
     client; its repr names the server and prefix, never the password."""
     prefix = fresh_prefix()
-    url = redis_url.replace("redis://", "redis://user:s3cret@") + f"?prefix={prefix}"
+    url = job_state(redis_url.replace("redis://", "redis://user:s3cret@"), prefix)
     with pytest.raises(StateStoreError):  # the test server has no such user
         await open_ledger(url)
-    ledger = await open_ledger(f"{redis_url}?prefix={prefix}")
+    ledger = await open_ledger(job_state(redis_url, prefix))
     await ingest(ledger, rows(2))
     assert "127.0.0.1" in repr(ledger)
     assert prefix in repr(ledger)
