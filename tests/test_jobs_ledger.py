@@ -60,10 +60,6 @@ class Place:
     url: str = ""
     prefix: str = ""
 
-    @property
-    def durable(self) -> bool:
-        return self.kind != "memory"
-
     async def open(self) -> Ledger:
         if self.kind == "memory":
             return SQLiteLedger(":memory:")
@@ -72,12 +68,23 @@ class Place:
         return await RedisLedger.open(redis_client(self.url), prefix=self.prefix, owns_client=True)
 
 
-@pytest.fixture(params=["memory", "file", "redis"])
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+def _place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         return Place("redis", tmp_path, url, fresh_prefix())
     return Place(request.param, tmp_path / "job.db")
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    """Each kind of ledger."""
+    return _place(request, tmp_path)
+
+
+@pytest.fixture(params=["file", "redis"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    """Each kind of ledger that outlives its process."""
+    return _place(request, tmp_path)
 
 
 @pytest.fixture
@@ -210,19 +217,17 @@ asyncio.run(main())
 """
 
 
-async def test_an_interrupted_intake_leaves_nothing(place: Place) -> None:
+async def test_an_interrupted_intake_leaves_nothing(durable: Place) -> None:
     """A process killed while reading its input (a chunk stored, the meta not) leaves
     nothing that the next reading keeps: the same custom IDs are not repeats, and only the
     new requests count."""
-    if not place.durable:
-        pytest.skip("a ledger in memory dies with its process")
-    args = [place.kind, str(place.path), place.url, place.prefix]
+    args = [durable.kind, str(durable.path), durable.url, durable.prefix]
     command = [sys.executable, "-c", _CRASH, *args]
     died = await anyio.to_thread.run_sync(
         lambda: subprocess.run(command, cwd=ROOT, check=False, capture_output=True)  # noqa: S603
     )
     assert died.returncode == 9, died.stderr.decode()
-    ledger = await place.open()
+    ledger = await durable.open()
     try:
         assert ledger.meta("input") is None
         assert await ingest(ledger, rows(3, ids=lambda n: f"id-{n}")) == []
@@ -415,12 +420,10 @@ async def test_an_outcome_carries_its_history(ledger: Ledger) -> None:
     assert (won.number, won.batch_id, won.status, won.task_id) == (2, "b2", "ready", "task-2")
 
 
-async def test_a_reopened_ledger_answers_the_same(place: Place) -> None:
+async def test_a_reopened_ledger_answers_the_same(durable: Place) -> None:
     """Counts, totals, batches, meta and outcomes are the same after reopening a file or a
     Redis prefix."""
-    if not place.durable:
-        pytest.skip("a ledger in memory dies with its process")
-    ledger = await place.open()
+    ledger = await durable.open()
     await ingest(ledger, rows(6))
     await ledger.set_meta({"canceled": "1"})
     for _ in range(3):
@@ -432,7 +435,7 @@ async def test_a_reopened_ledger_answers_the_same(place: Place) -> None:
     await ledger.acknowledge(1)
     before = small_state(ledger), await ledger.undelivered(10)
     await ledger.aclose()
-    again = await place.open()
+    again = await durable.open()
     try:
         assert (small_state(again), await again.undelivered(10)) == before
         assert again.open_intents() == [3]
