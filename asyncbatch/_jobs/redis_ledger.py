@@ -503,18 +503,22 @@ class RedisLedger:
         A reading that never wrote its meta (interrupted, or failed) is cleared before this
         one starts, and a failed one is cleared again at once (meta written before stays,
         as it would in SQLite)."""
-        if self._meta.get("input") != "complete":
+        # A job whose input is complete is never cleared: it is not this reading's to undo.
+        fresh = self._meta.get("input") != "complete"
+        if fresh:
             await self._clear()
         intake = Intake(self._store_rows, limit)
         try:
             yield intake
             await intake.close()
         except BaseException:
-            with anyio.CancelScope(shield=True), suppress(StateStoreError):
-                await self._clear()  # else the next reading clears it
+            if fresh:
+                with anyio.CancelScope(shield=True), suppress(StateStoreError):
+                    await self._clear()  # else the next reading clears it
             raise
         if intake.problems:
-            await self._clear()
+            if fresh:
+                await self._clear()
             return
         await self.set_meta(meta)
 
