@@ -46,11 +46,13 @@ closes nothing that belongs to the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
 import random
 import warnings
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -331,6 +333,8 @@ class Watcher:
         self._ended = False
         self._crash: BaseException | None = None
         self._alarm = _Alarm()
+        self._ready: deque[Action] = deque()  # due actions no worker has taken yet
+        self._idle: deque[asyncio.Future[Action]] = deque()  # idle workers, first come first
         self._space = anyio.Event()
         self._last_failure: AsyncBatchError | None = None
         self._counts = {"polls": 0, "sweeps": 0, "retries": 0, "rate_limited": 0, "events": 0}
@@ -358,6 +362,7 @@ class Watcher:
         if self._stage != "new":
             raise RuntimeError("a Watcher can be entered only once")
         self._stage = "running"
+        self._loop = asyncio.get_running_loop()
         self._send, self._receive = anyio.create_memory_object_stream[Event | _Nudge](math.inf)
         now = anyio.current_time()
         if self._timeout is not None:
@@ -556,12 +561,11 @@ class Watcher:
     # -- scheduler ----------------------------------------------------------------
 
     async def _run(self) -> None:
-        send, receive = anyio.create_memory_object_stream[Action](math.inf)
         try:
-            async with anyio.create_task_group() as workers, send, receive:
+            async with anyio.create_task_group() as workers:
                 for _ in range(self._workers):
-                    workers.start_soon(self._work, receive)
-                await self._schedule(send)
+                    workers.start_soon(self._work)
+                await self._schedule()
                 workers.cancel_scope.cancel()
         except Exception as exc:  # a store failure or a bug: hand it to the consumer
             self._crash = _unwrapped(exc)
@@ -570,15 +574,35 @@ class Watcher:
             if self._send is not None:
                 self._send.close()
 
-    async def _schedule(self, actions: MemoryObjectSendStream[Action]) -> None:
+    async def _schedule(self) -> None:
         while True:
-            now = anyio.current_time()
+            now = self._loop.time()
             if self._deadline_at is not None and now >= self._deadline_at:
                 self._emit(self._tracker.give_up_all(WaitTimeoutError(self._deadline_message())))
                 return
-            for action in self._tracker.due(now):
-                actions.send_nowait(action)
+            self._dispatch(now)
             await self._sleep_until(self._tracker.next_wakeup())
+
+    def _dispatch(self, now: float) -> None:
+        """Hand what is due to idle workers, and queue the rest for the busy ones.
+
+        Called by the scheduler when its alarm rings, and by each worker that has
+        finished a request: a worker takes work that came due itself, so that the
+        scheduler task is not woken once per poll (one pass of the event loop, and
+        on a virtual machine a costly sleep and wake-up of the thread).
+        """
+        if self._deadline_at is not None and now >= self._deadline_at:
+            self._alarm.ring()  # the scheduler ends the watch; nothing more is sent
+            return
+        idle = self._idle
+        for action in self._tracker.due(now):
+            while idle:
+                waiter = idle.popleft()
+                if not waiter.done():  # a cancelled worker's waiter is skipped
+                    waiter.set_result(action)
+                    break
+            else:
+                self._ready.append(action)
 
     async def _sleep_until(self, wake_at: float | None) -> None:
         if self._deadline_at is not None:
@@ -597,36 +621,41 @@ class Watcher:
 
     # -- requests -----------------------------------------------------------------
 
-    async def _work(self, actions: MemoryObjectReceiveStream[Action]) -> None:
+    async def _work(self) -> None:
+        """One worker: takes the next action (what is queued, else what is due, else
+        waits to be handed one), waits for room for events, performs it."""
+        ready = self._ready
         while True:
-            try:
-                # Take waiting work without the checkpoint that `receive` makes first: a
-                # worker yields inside every request anyway, and a checkpoint is one more
-                # pass of the event loop per poll.
-                action = actions.receive_nowait()
-            except anyio.WouldBlock:
-                try:
-                    action = await actions.receive()
-                except anyio.EndOfStream:
-                    return
-            except anyio.EndOfStream:  # pragma: no cover - the sender closes only at exit
-                return
+            # Queue what came due meanwhile (the batch just answered, often), then make
+            # sure the scheduler's alarm is not later than whatever stays scheduled.
+            self._dispatch(self._loop.time())
+            self._wake_if_sooner()
+            action = ready.popleft() if ready else await self._handed_action()
             # Room for events first: a slow consumer holds requests back.
-            await self._wait_for_space()
+            if self._buffered() >= self._buffer_size:
+                await self._wait_for_space()
             await self._perform(action)
 
-    async def _perform(self, action: Action) -> None:
+    async def _handed_action(self) -> Action:
+        """Wait, idle, until `_dispatch` hands this worker an action."""
+        waiter: asyncio.Future[Action] = self._loop.create_future()
+        self._idle.append(waiter)
         try:
-            if action is not SWEEP and not self._holds(action):
-                self._tracker.skip(action, anyio.current_time() + self._lease_check_interval())
-                return
-            await self._gate.acquire()
-            events = await (self._sweep() if action is SWEEP else self._poll(action))
-            if self._leases is not None:
-                events = [e for e in events if e.batch_id in self._held]
-            self._emit(events)
+            return await waiter
         finally:
-            self._wake_if_sooner()
+            if not waiter.done():  # cancelled: take it out of the idle line
+                with contextlib.suppress(ValueError):
+                    self._idle.remove(waiter)
+
+    async def _perform(self, action: Action) -> None:
+        if action is not SWEEP and not self._holds(action):
+            self._tracker.skip(action, self._loop.time() + self._lease_check_interval())
+            return
+        await self._gate.acquire()
+        events = await (self._sweep() if action is SWEEP else self._poll(action))
+        if self._leases is not None:
+            events = [e for e in events if e.batch_id in self._held]
+        self._emit(events)
 
     async def _poll(self, batch_id: str) -> list[Event]:
         self._counts["polls"] += 1
@@ -634,7 +663,7 @@ class Watcher:
             snapshot = await self._batches.retrieve(batch_id, retry=NO_RETRY)
         except AsyncBatchError as exc:
             return await self._failed(batch_id, exc)
-        return self._tracker.observed(batch_id, snapshot, anyio.current_time())
+        return self._tracker.observed(batch_id, snapshot, self._loop.time())
 
     async def _sweep(self) -> list[Event]:
         self._counts["sweeps"] += 1
