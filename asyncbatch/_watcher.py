@@ -169,6 +169,45 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _WorkLine:
+    """Due actions on their way to the workers: handed to an idle worker, else queued.
+
+    A deque and plain asyncio futures rather than an anyio memory stream: it is
+    used twice per poll, and a stream's send and receive cost several times more.
+    Workers wait in the order they went idle.
+    """
+
+    __slots__ = ("_idle", "_ready")
+
+    def __init__(self) -> None:
+        self._ready: deque[Action] = deque()
+        self._idle: deque[asyncio.Future[Action]] = deque()
+
+    def put(self, action: Action) -> None:
+        """Hand ``action`` to the longest-idle worker, or queue it when none is idle."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():  # a cancelled worker's waiter is skipped
+                waiter.set_result(action)
+                return
+        self._ready.append(action)
+
+    def take(self) -> Action | None:
+        """The oldest queued action, or None."""
+        return self._ready.popleft() if self._ready else None
+
+    async def handed(self, loop: asyncio.AbstractEventLoop) -> Action:
+        """Wait, idle, until `put` hands this worker an action."""
+        waiter: asyncio.Future[Action] = loop.create_future()
+        self._idle.append(waiter)
+        try:
+            return await waiter
+        finally:
+            if not waiter.done():  # cancelled: leave the idle line
+                with contextlib.suppress(ValueError):
+                    self._idle.remove(waiter)
+
+
 _ENDPOINTS: Final = ("/analyze/batches/{batch_id}", "/analyze/batches")  # [is a sweep]
 _PAGE_SIZE: Final = 50
 _MAX_SWEEP_PAGES: Final = 4  # 200 batches, where an account has at most 5 active
@@ -323,6 +362,8 @@ class Watcher:
         if gate is not None and requests_per_second is not None:
             raise ValueError("give requests_per_second to the gate, not to the watcher")
         self._gate = gate or LocalGate(requests_per_second, burst)
+        # Our own gate can say without a coroutine that it admits a request now.
+        self._local_gate = self._gate if type(self._gate) is LocalGate else None
         self._leases = leases
         self._held: set[str] = set()
         self._timeout = timeout
@@ -333,8 +374,7 @@ class Watcher:
         self._ended = False
         self._crash: BaseException | None = None
         self._alarm = _Alarm()
-        self._ready: deque[Action] = deque()  # due actions no worker has taken yet
-        self._idle: deque[asyncio.Future[Action]] = deque()  # idle workers, first come first
+        self._work_line = _WorkLine()
         self._space = anyio.Event()
         self._last_failure: AsyncBatchError | None = None
         self._counts = {"polls": 0, "sweeps": 0, "retries": 0, "rate_limited": 0, "events": 0}
@@ -594,15 +634,9 @@ class Watcher:
         if self._deadline_at is not None and now >= self._deadline_at:
             self._alarm.ring()  # the scheduler ends the watch; nothing more is sent
             return
-        idle = self._idle
+        work_line = self._work_line
         for action in self._tracker.due(now):
-            while idle:
-                waiter = idle.popleft()
-                if not waiter.done():  # a cancelled worker's waiter is skipped
-                    waiter.set_result(action)
-                    break
-            else:
-                self._ready.append(action)
+            work_line.put(action)
 
     async def _sleep_until(self, wake_at: float | None) -> None:
         if self._deadline_at is not None:
@@ -624,46 +658,41 @@ class Watcher:
     async def _work(self) -> None:
         """One worker: takes the next action (what is queued, else what is due, else
         waits to be handed one), waits for room for events, performs it."""
-        ready = self._ready
+        work_line = self._work_line
         while True:
             # Queue what came due meanwhile (the batch just answered, often), then make
             # sure the scheduler's alarm is not later than whatever stays scheduled.
             self._dispatch(self._loop.time())
             self._wake_if_sooner()
-            action = ready.popleft() if ready else await self._handed_action()
+            action = work_line.take()
+            if action is None:
+                action = await work_line.handed(self._loop)
             # Room for events first: a slow consumer holds requests back.
             if self._buffered() >= self._buffer_size:
                 await self._wait_for_space()
             await self._perform(action)
 
-    async def _handed_action(self) -> Action:
-        """Wait, idle, until `_dispatch` hands this worker an action."""
-        waiter: asyncio.Future[Action] = self._loop.create_future()
-        self._idle.append(waiter)
-        try:
-            return await waiter
-        finally:
-            if not waiter.done():  # cancelled: take it out of the idle line
-                with contextlib.suppress(ValueError):
-                    self._idle.remove(waiter)
-
     async def _perform(self, action: Action) -> None:
-        if action is not SWEEP and not self._holds(action):
+        if action is SWEEP:
+            await self._gate.acquire()
+            events = await self._sweep()
+        elif not self._holds(action):
             self._tracker.skip(action, self._loop.time() + self._lease_check_interval())
             return
-        await self._gate.acquire()
-        events = await (self._sweep() if action is SWEEP else self._poll(action))
+        else:
+            # The poll itself, inline: one coroutine less per poll.
+            if self._local_gate is None or not self._local_gate.open_now():
+                await self._gate.acquire()
+            self._counts["polls"] += 1
+            try:
+                snapshot = await self._batches.retrieve(action, retry=NO_RETRY)
+            except AsyncBatchError as exc:
+                events = await self._failed(action, exc)
+            else:
+                events = self._tracker.observed(action, snapshot, self._loop.time())
         if self._leases is not None:
             events = [e for e in events if e.batch_id in self._held]
         self._emit(events)
-
-    async def _poll(self, batch_id: str) -> list[Event]:
-        self._counts["polls"] += 1
-        try:
-            snapshot = await self._batches.retrieve(batch_id, retry=NO_RETRY)
-        except AsyncBatchError as exc:
-            return await self._failed(batch_id, exc)
-        return self._tracker.observed(batch_id, snapshot, self._loop.time())
 
     async def _sweep(self) -> list[Event]:
         self._counts["sweeps"] += 1
