@@ -208,6 +208,8 @@ class _WorkLine:
                     self._idle.remove(waiter)
 
 
+_MAX_STREAK: Final = 64
+"""A worker that found work waiting this many times in a row yields once to the event loop."""
 _ENDPOINTS: Final = ("/analyze/batches/{batch_id}", "/analyze/batches")  # [is a sweep]
 _PAGE_SIZE: Final = 50
 _MAX_SWEEP_PAGES: Final = 4  # 200 batches, where an account has at most 5 active
@@ -659,6 +661,7 @@ class Watcher:
         """One worker: takes the next action (what is queued, else what is due, else
         waits to be handed one), waits for room for events, performs it."""
         work_line = self._work_line
+        streak = 0  # actions taken without waiting to be handed one
         while True:
             # Queue what came due meanwhile (the batch just answered, often), then make
             # sure the scheduler's alarm is not later than whatever stays scheduled.
@@ -666,7 +669,13 @@ class Watcher:
             self._wake_if_sooner()
             action = work_line.take()
             if action is None:
+                streak = 0
                 action = await work_line.handed(self._loop)
+            elif (streak := streak + 1) >= _MAX_STREAK:
+                # A reader that answers without suspending (a cache, a fake, a client
+                # that fails at once) would otherwise keep this loop from ever yielding.
+                streak = 0
+                await asyncio.sleep(0)
             # Room for events first: a slow consumer holds requests back.
             if self._buffered() >= self._buffer_size:
                 await self._wait_for_space()
