@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Iterable
 
-from asyncbatch import Batch, EventKind, RetryPolicy, Watcher
+from asyncbatch import Batch, EventKind, RetryPolicy, Watcher, WatchOptions
 from tests._snapshots import snapshot
 
 IDS = ["68f4ddaf8aaa60d33df0e801", "68f4ddaf8aaa60d33df0e802"]
@@ -46,7 +46,12 @@ def test_a_reader_that_never_suspends_does_not_starve_the_loop() -> None:
     source = _Source()
 
     async def main() -> list[EventKind]:
-        options = {"min_interval": 1e-6, "max_interval": 1e-6, "jitter": 0.0, "stagger": 0.0}
+        options: WatchOptions = {
+            "min_interval": 1e-6,
+            "max_interval": 1e-6,
+            "jitter": 0.0,
+            "stagger": 0.0,
+        }
         async with Watcher(
             source, IDS, max_concurrency=1, strategy="per_id", stop_when_done=False, **options
         ) as watcher:
