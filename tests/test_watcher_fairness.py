@@ -51,10 +51,11 @@ def test_a_reader_that_never_suspends_does_not_starve_the_loop() -> None:
             "max_interval": 1e-6,
             "jitter": 0.0,
             "stagger": 0.0,
+            "max_concurrency": 1,
+            "strategy": "per_id",
+            "stop_when_done": False,
         }
-        async with Watcher(
-            source, IDS, max_concurrency=1, strategy="per_id", stop_when_done=False, **options
-        ) as watcher:
+        async with Watcher(source, IDS, **options) as watcher:
             kinds = [(await anext(watcher)).kind for _ in IDS]
             await asyncio.sleep(0)  # this task runs again while the batches stay due
             polls = source.batches.polls
