@@ -299,9 +299,12 @@ class Transport:
                 async with self._client_session().request(
                     method, url, timeout=timeout, **kwargs
                 ) as response:
-                    payload = await _read_body(response, method, shown)
-                    status = response.status
                     headers = response.headers  # case-insensitive already
+                    if _CONTENT_ENCODING in headers or not _fits(response.content_length):
+                        payload = await _read_body(response, method, shown)
+                    else:  # the usual answer, whole in Content-Length bytes: no coroutine more
+                        payload = await response.read()  # aiohttp reads no more than that
+                    status = response.status
             except Exception as exc:  # mapped, or raised again, just below
                 failure = _client_failure(exc, method, shown, creates=creates)
             else:
@@ -509,6 +512,11 @@ async def _read_body(response: aiohttp.ClientResponse, method: str, url: str) ->
         if len(body) > MAX_BODY_BYTES:
             raise _oversized(method, url, bytes(body[:SNIPPET_BYTES]))
     return bytes(body)
+
+
+def _fits(length: int | None) -> bool:
+    """Whether a ``Content-Length`` (None: absent) says the body is within the limit."""
+    return length is not None and length <= MAX_BODY_BYTES
 
 
 def _oversized(method: str, url: str, snippet: bytes) -> DecodeError:

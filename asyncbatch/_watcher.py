@@ -677,7 +677,7 @@ class Watcher:
                 streak = 0
                 await asyncio.sleep(0)
             # Room for events first: a slow consumer holds requests back.
-            if self._buffered() >= self._buffer_size:
+            if self._counts["events"] - self._received >= self._buffer_size:  # `_buffered`
                 await self._wait_for_space()
             if action is SWEEP or not self._plain_poll():
                 await self._perform(action)
@@ -690,7 +690,9 @@ class Watcher:
             except AsyncBatchError as exc:
                 self._emit(await self._failed(action, exc))
             else:
-                self._emit(self._tracker.observed(action, snapshot, self._loop.time()))
+                events = self._tracker.observed(action, snapshot, self._loop.time())
+                if events:  # most polls bring none
+                    self._emit(events)
 
     def _plain_poll(self) -> bool:
         """No lease to check and our own gate open: a poll needs nothing but the request."""
