@@ -649,6 +649,19 @@ class Watcher:
         finally:
             self._sleeping_until = -math.inf
 
+    def _take_due(self) -> None:
+        """A worker's part of the scheduler's job: dispatch what is due now, if anything is
+        (so `due`, which also picks the refresh mode, runs exactly when the scheduler would
+        have been woken for it), and wake the scheduler for what stays scheduled sooner
+        than its alarm."""
+        now = self._loop.time()
+        wake_at = self._tracker.next_wakeup()
+        if wake_at is not None and wake_at <= now:
+            self._dispatch(now)
+            wake_at = self._tracker.next_wakeup()
+        if wake_at is not None and wake_at < self._sleeping_until:
+            self._alarm.ring()
+
     def _wake_if_sooner(self) -> None:
         """Wake the scheduler only if an outcome made something due before its alarm."""
         wake_at = self._tracker.next_wakeup()
@@ -665,8 +678,7 @@ class Watcher:
         while True:
             # Queue what came due meanwhile (the batch just answered, often), then make
             # sure the scheduler's alarm is not later than whatever stays scheduled.
-            self._dispatch(self._loop.time())
-            self._wake_if_sooner()
+            self._take_due()
             action = work_line.take()
             if action is None:
                 streak = 0
