@@ -69,8 +69,13 @@ class LocalGate:
     def __repr__(self) -> str:
         return f"<asyncbatch.LocalGate requests_per_second={self._rate}>"
 
+    def open_now(self) -> bool:
+        """True when `acquire` would return at once without looking at the clock: no budget
+        and never paused (the common case), so a caller may skip awaiting it."""
+        return self._rate is None and self._paused_until == -float("inf")
+
     async def acquire(self) -> None:
-        if self._rate is None and self._paused_until == -float("inf"):
+        if self.open_now():
             return  # the common case: no budget and never paused; skip the clock
         while True:
             # Loops, not single sleeps: another 429 may extend the pause meanwhile.

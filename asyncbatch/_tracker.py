@@ -305,14 +305,18 @@ class Tracker:
 
     def next_wakeup(self) -> float | None:
         """When something next comes due, or None when nothing is scheduled."""
-        while self._heap and not self._is_current_entry(self._heap[0][0], self._heap[0][2]):
-            heapq.heappop(self._heap)
-        candidates = [self._heap[0][0]] if self._heap else []
-        if self._sweep.active and not self._sweep.in_flight and self._open:
-            candidates.append(self._sweep.at)
-        if not candidates:
+        heap = self._heap
+        while heap and not self._is_current_entry(heap[0][0], heap[0][2]):
+            heapq.heappop(heap)
+        sweep = self._sweep
+        sweep_due = sweep.active and not sweep.in_flight and self._open
+        if heap:
+            wake_at = min(heap[0][0], sweep.at) if sweep_due else heap[0][0]
+        elif sweep_due:
+            wake_at = sweep.at
+        else:
             return None
-        return max(min(candidates), self._paused_until)
+        return max(wake_at, self._paused_until)
 
     @property
     def paused_until(self) -> float:
@@ -500,8 +504,10 @@ class Tracker:
         return []
 
     def _choose_mode(self, now: float) -> None:
-        sweeping = self._wants_sweep(now)
         sweep = self._sweep
+        if self.strategy is Strategy.PER_ID and not sweep.active:
+            return  # never sweeps: spare the check on every `due`
+        sweeping = self._wants_sweep(now)
         if sweeping == sweep.active:
             return
         sweep.active = sweeping

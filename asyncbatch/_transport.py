@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import re
 import urllib.request
 from collections.abc import (
     AsyncGenerator,
@@ -32,7 +33,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -54,6 +55,7 @@ from ._errors import (
 from ._models import SNIPPET_BYTES, decode_body, error_decoder
 from ._redact import redact_url, redact_urls
 from ._retry import RetryPolicy, parse_retry_after, retry_delay, status_is_retryable
+from ._telemetry import Dispatch
 from ._telemetry import current as installed_telemetry
 from ._version import __version__
 
@@ -71,11 +73,18 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 # Redirects are not followed: aiohttp would resend the x-api-key header to
 # whatever host the Location names. The API documents none, so a 3xx is an error.
 _FIRST_ERROR_STATUS = 300
+# Paths made of these characters need no quoting and hold no dot segment, so their
+# URL can be built from the parsed base URL without parsing the whole string again.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_/-]*")
+_URL_CACHE_SIZE = 1024  # parsed URLs kept per transport (about 300 bytes each)
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    """A complete successful answer: status, headers (case-insensitive) and the body."""
+class Response(NamedTuple):
+    """A complete successful answer: status, headers (case-insensitive) and the body.
+
+    A named tuple rather than a frozen dataclass: one is built per request, and
+    a frozen dataclass sets each field through ``object.__setattr__``.
+    """
 
     status: int
     headers: Mapping[str, str]
@@ -134,6 +143,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _plain_base(base_url: str) -> URL | None:
+    """``base_url`` parsed, when paths can be appended to its parsed form (no query or
+    fragment, which a path appended to the string would land in); else None."""
+    try:
+        base = URL(base_url)
+    except ValueError:
+        return None
+    if base.raw_query_string or base.raw_fragment or not base.absolute:
+        return None
+    return base
+
+
 class Transport:
     """Sends requests to the API with auth, timeouts, retries and error mapping."""
 
@@ -161,6 +182,8 @@ class Transport:
         }
         self._json_headers = {**self._headers, "content-type": "application/json"}
         self._base_url = base_url
+        self._urls: dict[str, URL | str] = {}
+        self._base = _plain_base(base_url)
         self._shown_url = redact_url(base_url)  # for messages and reprs: no password
         self._timeout = timeout
         self._default_timeout = aiohttp.ClientTimeout(total=timeout)
@@ -175,6 +198,16 @@ class Transport:
         self._trace_configs = list(trace_configs)
         # A borrowed session keeps its own proxy settings; ours honours the environment.
         self._proxy = env_proxy(base_url) if session is None else {}
+        # Our own session carries the common headers itself, so that aiohttp need not
+        # merge a dict into them on every request; a borrowed one gets them per request.
+        self._get_headers = None if session is None else self._headers
+        self._body_headers = (
+            {"content-type": "application/json"} if session is None else self._json_headers
+        )
+        # The keywords of a plain GET (no params, no body, first attempt), built once.
+        self._plain: dict[str, Any] = {"allow_redirects": False, **self._proxy}
+        if self._get_headers is not None:
+            self._plain["headers"] = self._get_headers
         self._rng = rng or random.Random()
         self._closed = False
 
@@ -214,7 +247,9 @@ class Transport:
         if self._closed:
             raise ClientClosedError("this client is closed")
         if self._session is None:
-            self._session = aiohttp.ClientSession(trace_configs=self._session_trace_configs())
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, trace_configs=self._session_trace_configs()
+            )
         return self._session
 
     def _session_trace_configs(self) -> list[aiohttp.TraceConfig] | None:
@@ -241,34 +276,82 @@ class Transport:
         ``creates`` marks the non-idempotent create: it is retried only where
         the server cannot have acted. Raises an `AsyncBatchError` subclass.
         """
-        url, shown = self._base_url + path, self._shown_url + path
-
-        async def attempt(number: int) -> Response:
+        # The attempt is written inline rather than as a coroutine handed to
+        # `_with_retries`: every poll goes through here, and each coroutine layer
+        # costs its creation plus a pass on every resume.
+        url, shown = self._url(path), self._shown_url + path
+        policy = retry or self._retry
+        number = 1
+        while True:
+            telemetry = installed_telemetry.dispatch  # None unless hooks are installed
+            started = anyio.current_time() if telemetry is not None else 0.0
             timeout = (
                 self._default_timeout
                 if deadline is None
                 else aiohttp.ClientTimeout(total=self._request_timeout(deadline))
             )
-            with _ClientErrors(method, shown, creates=creates):
+            kwargs = (
+                self._plain
+                if params is None and body is None and number == 1
+                else self._keywords(params, body, number)
+            )
+            try:
                 async with self._client_session().request(
-                    method,
-                    url,
-                    params=params,
-                    data=body,
-                    headers=self._headers if body is None else self._json_headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    trace_request_ctx=_resend(number),
-                    **self._proxy,
+                    method, url, timeout=timeout, **kwargs
                 ) as response:
-                    payload = await _read_body(response, method, shown)
-                    status = response.status
                     headers = response.headers  # case-insensitive already
-            if status >= _FIRST_ERROR_STATUS:
-                raise _status_failure(status, headers, payload, method, shown, creates=creates)
-            return Response(status, headers, payload)
+                    if _CONTENT_ENCODING in headers or not _fits(response.content_length):
+                        payload = await _read_body(response, method, shown)
+                    else:  # the usual answer, whole in Content-Length bytes: no coroutine more
+                        payload = await response.read()  # aiohttp reads no more than that
+                    status = response.status
+            except Exception as exc:  # mapped, or raised again, just below
+                failure = _client_failure(exc, method, shown, creates=creates)
+            else:
+                if status < _FIRST_ERROR_STATUS:
+                    if telemetry is not None:
+                        telemetry.request(method, path, None, anyio.current_time() - started)
+                    return Response(status, headers, payload)
+                failure = _status_failure(status, headers, payload, method, shown, creates=creates)
+            await self._pause_before_retry(
+                failure,
+                number,
+                method=method,
+                path=path,
+                policy=policy,
+                deadline=deadline,
+                telemetry=telemetry,
+                started=started,
+            )
+            number += 1
 
-        return await self._with_retries(attempt, method, path, retry, deadline)
+    def _url(self, path: str) -> URL | str:
+        """The URL of ``path``, parsed once: yarl's own cache of parsed strings holds only
+        128, fewer than the batches a watcher polls, and parsing one costs microseconds."""
+        url = self._urls.get(path)
+        if url is None:
+            if self._base is not None and _PLAIN_PATH.fullmatch(path):
+                url = self._base.with_path(self._base.raw_path.rstrip("/") + path, encoded=True)
+            else:
+                url = self._base_url + path  # aiohttp parses it
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
+
+    def _keywords(self, params: Params | None, body: bytes | None, number: int) -> dict[str, Any]:
+        """The request keywords besides method, URL and timeout."""
+        kwargs: dict[str, Any] = {"allow_redirects": False, **self._proxy}
+        headers = self._get_headers if body is None else self._body_headers
+        if headers is not None:
+            kwargs["headers"] = headers
+        if params is not None:
+            kwargs["params"] = params
+        if body is not None:
+            kwargs["data"] = body
+        if number > 1:
+            kwargs["trace_request_ctx"] = _resend(number)
+        return kwargs
 
     @contextlib.asynccontextmanager
     async def stream_lines(
@@ -298,7 +381,7 @@ class Transport:
                     response = await self._client_session().request(
                         method,
                         url,
-                        headers=self._headers,
+                        headers=self._get_headers,
                         timeout=timeout,
                         allow_redirects=False,
                         trace_request_ctx=_resend(number),
@@ -349,23 +432,48 @@ class Transport:
                 if telemetry is not None:
                     telemetry.request(method, path, None, anyio.current_time() - started)
                 return result
-            if telemetry is not None:
-                telemetry.request(method, path, failure.error, anyio.current_time() - started)
-            # Decided outside the ``except``: the error raised must not carry the private
+            # Handled outside the ``except``: the error raised must not carry the private
             # `_Failure` as its ``__context__`` ("During handling of the above exception...").
-            delay = self._delay_before_retry(failure, policy, number, deadline)
-            if telemetry is not None:
-                telemetry.retry(path, failure.error, delay)
-            logger.debug(
-                "%s %s failed (%s); retry %d in %.2f s",
-                method,
-                path,
-                failure.error,
+            await self._pause_before_retry(
+                failure,
                 number,
-                delay,
+                method=method,
+                path=path,
+                policy=policy,
+                deadline=deadline,
+                telemetry=telemetry,
+                started=started,
             )
-            await anyio.sleep(delay)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    async def _pause_before_retry(
+        self,
+        failure: _Failure,
+        number: int,
+        *,
+        method: str,
+        path: str,
+        policy: RetryPolicy,
+        deadline: float | None,
+        telemetry: Dispatch | None,
+        started: float,
+    ) -> None:
+        """Report attempt ``number``'s failure, then sleep until the next attempt, or raise
+        the failure's error when there is none."""
+        if telemetry is not None:
+            telemetry.request(method, path, failure.error, anyio.current_time() - started)
+        delay = self._delay_before_retry(failure, policy, number, deadline)
+        if telemetry is not None:
+            telemetry.retry(path, failure.error, delay)
+        logger.debug(
+            "%s %s failed (%s); retry %d in %.2f s",
+            method,
+            path,
+            failure.error,
+            number,
+            delay,
+        )
+        await anyio.sleep(delay)
 
     def _delay_before_retry(
         self, failure: _Failure, policy: RetryPolicy, number: int, deadline: float | None
@@ -404,6 +512,11 @@ async def _read_body(response: aiohttp.ClientResponse, method: str, url: str) ->
         if len(body) > MAX_BODY_BYTES:
             raise _oversized(method, url, bytes(body[:SNIPPET_BYTES]))
     return bytes(body)
+
+
+def _fits(length: int | None) -> bool:
+    """Whether a ``Content-Length`` (None: absent) says the body is within the limit."""
+    return length is not None and length <= MAX_BODY_BYTES
 
 
 def _oversized(method: str, url: str, snippet: bytes) -> DecodeError:
@@ -485,6 +598,17 @@ class _ClientErrors:
         failure = _map_failure(f"{self._method} {self._url}", exc, creates=self._creates)
         if failure is not None:
             raise failure from exc
+
+
+def _client_failure(exc: Exception, method: str, url: str, *, creates: bool) -> _Failure:
+    """The `_Failure` for an aiohttp or socket exception, as `_ClientErrors` maps it;
+    anything else (our own errors included) is raised again, unchanged."""
+    if isinstance(exc, _Failure | AsyncBatchError):
+        raise exc
+    failure = _map_failure(f"{method} {url}", exc, creates=creates)
+    if failure is None:
+        raise exc
+    return failure
 
 
 def _map_failure(where: str, exc: BaseException, *, creates: bool) -> _Failure | None:

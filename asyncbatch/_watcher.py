@@ -46,11 +46,13 @@ closes nothing that belongs to the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
 import random
 import warnings
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -167,6 +169,47 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _WorkLine:
+    """Due actions on their way to the workers: handed to an idle worker, else queued.
+
+    A deque and plain asyncio futures rather than an anyio memory stream: it is
+    used twice per poll, and a stream's send and receive cost several times more.
+    Workers wait in the order they went idle.
+    """
+
+    __slots__ = ("_idle", "_ready")
+
+    def __init__(self) -> None:
+        self._ready: deque[Action] = deque()
+        self._idle: deque[asyncio.Future[Action]] = deque()
+
+    def put(self, action: Action) -> None:
+        """Hand ``action`` to the longest-idle worker, or queue it when none is idle."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():  # a cancelled worker's waiter is skipped
+                waiter.set_result(action)
+                return
+        self._ready.append(action)
+
+    def take(self) -> Action | None:
+        """The oldest queued action, or None."""
+        return self._ready.popleft() if self._ready else None
+
+    async def handed(self, loop: asyncio.AbstractEventLoop) -> Action:
+        """Wait, idle, until `put` hands this worker an action."""
+        waiter: asyncio.Future[Action] = loop.create_future()
+        self._idle.append(waiter)
+        try:
+            return await waiter
+        finally:
+            if not waiter.done():  # cancelled: leave the idle line
+                with contextlib.suppress(ValueError):
+                    self._idle.remove(waiter)
+
+
+_MAX_STREAK: Final = 64
+"""A worker that found work waiting this many times in a row yields once to the event loop."""
 _ENDPOINTS: Final = ("/analyze/batches/{batch_id}", "/analyze/batches")  # [is a sweep]
 _PAGE_SIZE: Final = 50
 _MAX_SWEEP_PAGES: Final = 4  # 200 batches, where an account has at most 5 active
@@ -321,6 +364,8 @@ class Watcher:
         if gate is not None and requests_per_second is not None:
             raise ValueError("give requests_per_second to the gate, not to the watcher")
         self._gate = gate or LocalGate(requests_per_second, burst)
+        # Our own gate can say without a coroutine that it admits a request now.
+        self._local_gate = self._gate if type(self._gate) is LocalGate else None
         self._leases = leases
         self._held: set[str] = set()
         self._timeout = timeout
@@ -331,6 +376,7 @@ class Watcher:
         self._ended = False
         self._crash: BaseException | None = None
         self._alarm = _Alarm()
+        self._work_line = _WorkLine()
         self._space = anyio.Event()
         self._last_failure: AsyncBatchError | None = None
         self._counts = {"polls": 0, "sweeps": 0, "retries": 0, "rate_limited": 0, "events": 0}
@@ -358,6 +404,7 @@ class Watcher:
         if self._stage != "new":
             raise RuntimeError("a Watcher can be entered only once")
         self._stage = "running"
+        self._loop = asyncio.get_running_loop()
         self._send, self._receive = anyio.create_memory_object_stream[Event | _Nudge](math.inf)
         now = anyio.current_time()
         if self._timeout is not None:
@@ -556,12 +603,11 @@ class Watcher:
     # -- scheduler ----------------------------------------------------------------
 
     async def _run(self) -> None:
-        send, receive = anyio.create_memory_object_stream[Action](math.inf)
         try:
-            async with anyio.create_task_group() as workers, send, receive:
+            async with anyio.create_task_group() as workers:
                 for _ in range(self._workers):
-                    workers.start_soon(self._work, receive)
-                await self._schedule(send)
+                    workers.start_soon(self._work)
+                await self._schedule()
                 workers.cancel_scope.cancel()
         except Exception as exc:  # a store failure or a bug: hand it to the consumer
             self._crash = _unwrapped(exc)
@@ -570,15 +616,29 @@ class Watcher:
             if self._send is not None:
                 self._send.close()
 
-    async def _schedule(self, actions: MemoryObjectSendStream[Action]) -> None:
+    async def _schedule(self) -> None:
         while True:
-            now = anyio.current_time()
+            now = self._loop.time()
             if self._deadline_at is not None and now >= self._deadline_at:
                 self._emit(self._tracker.give_up_all(WaitTimeoutError(self._deadline_message())))
                 return
-            for action in self._tracker.due(now):
-                actions.send_nowait(action)
+            self._dispatch(now)
             await self._sleep_until(self._tracker.next_wakeup())
+
+    def _dispatch(self, now: float) -> None:
+        """Hand what is due to idle workers, and queue the rest for the busy ones.
+
+        Called by the scheduler when its alarm rings, and by each worker that has
+        finished a request: a worker takes work that came due itself, so that the
+        scheduler task is not woken once per poll (one pass of the event loop, and
+        on a virtual machine a costly sleep and wake-up of the thread).
+        """
+        if self._deadline_at is not None and now >= self._deadline_at:
+            self._alarm.ring()  # the scheduler ends the watch; nothing more is sent
+            return
+        work_line = self._work_line
+        for action in self._tracker.due(now):
+            work_line.put(action)
 
     async def _sleep_until(self, wake_at: float | None) -> None:
         if self._deadline_at is not None:
@@ -589,6 +649,19 @@ class Watcher:
         finally:
             self._sleeping_until = -math.inf
 
+    def _take_due(self) -> None:
+        """A worker's part of the scheduler's job: dispatch what is due now, if anything is
+        (so `due`, which also picks the refresh mode, runs exactly when the scheduler would
+        have been woken for it), and wake the scheduler for what stays scheduled sooner
+        than its alarm."""
+        now = self._loop.time()
+        wake_at = self._tracker.next_wakeup()
+        if wake_at is not None and wake_at <= now:
+            self._dispatch(now)
+            wake_at = self._tracker.next_wakeup()
+        if wake_at is not None and wake_at < self._sleeping_until:
+            self._alarm.ring()
+
     def _wake_if_sooner(self) -> None:
         """Wake the scheduler only if an outcome made something due before its alarm."""
         wake_at = self._tracker.next_wakeup()
@@ -597,36 +670,55 @@ class Watcher:
 
     # -- requests -----------------------------------------------------------------
 
-    async def _work(self, actions: MemoryObjectReceiveStream[Action]) -> None:
+    async def _work(self) -> None:
+        """One worker: takes the next action (what is queued, else what is due, else
+        waits to be handed one), waits for room for events, performs it."""
+        work_line = self._work_line
+        streak = 0  # actions taken without waiting to be handed one
         while True:
-            try:
-                # Take waiting work without the checkpoint that `receive` makes first: a
-                # worker yields inside every request anyway, and a checkpoint is one more
-                # pass of the event loop per poll.
-                action = actions.receive_nowait()
-            except anyio.WouldBlock:
-                try:
-                    action = await actions.receive()
-                except anyio.EndOfStream:
-                    return
-            except anyio.EndOfStream:  # pragma: no cover - the sender closes only at exit
-                return
+            # Queue what came due meanwhile (the batch just answered, often), then make
+            # sure the scheduler's alarm is not later than whatever stays scheduled.
+            self._take_due()
+            action = work_line.take()
+            if action is None:
+                streak = 0
+                action = await work_line.handed(self._loop)
+            elif (streak := streak + 1) >= _MAX_STREAK:
+                # A reader that answers without suspending (a cache, a fake, a client
+                # that fails at once) would otherwise keep this loop from ever yielding.
+                streak = 0
+                await asyncio.sleep(0)
             # Room for events first: a slow consumer holds requests back.
-            await self._wait_for_space()
-            await self._perform(action)
+            if self._counts["events"] - self._received >= self._buffer_size:  # `_buffered`
+                await self._wait_for_space()
+            if action is SWEEP or not self._plain_poll():
+                await self._perform(action)
+                continue
+            # The common case, a poll with no lease to check and an open gate, inline:
+            # one coroutine less per poll than through `_perform`.
+            self._counts["polls"] += 1
+            try:
+                snapshot = await self._batches.retrieve(action, retry=NO_RETRY)
+            except AsyncBatchError as exc:
+                self._emit(await self._failed(action, exc))
+            else:
+                events = self._tracker.observed(action, snapshot, self._loop.time())
+                if events:  # most polls bring none
+                    self._emit(events)
+
+    def _plain_poll(self) -> bool:
+        """No lease to check and our own gate open: a poll needs nothing but the request."""
+        return self._leases is None and self._local_gate is not None and self._local_gate.open_now()
 
     async def _perform(self, action: Action) -> None:
-        try:
-            if action is not SWEEP and not self._holds(action):
-                self._tracker.skip(action, anyio.current_time() + self._lease_check_interval())
-                return
-            await self._gate.acquire()
-            events = await (self._sweep() if action is SWEEP else self._poll(action))
-            if self._leases is not None:
-                events = [e for e in events if e.batch_id in self._held]
-            self._emit(events)
-        finally:
-            self._wake_if_sooner()
+        if action is not SWEEP and not self._holds(action):
+            self._tracker.skip(action, self._loop.time() + self._lease_check_interval())
+            return
+        await self._gate.acquire()
+        events = await (self._sweep() if action is SWEEP else self._poll(action))
+        if self._leases is not None:
+            events = [e for e in events if e.batch_id in self._held]
+        self._emit(events)
 
     async def _poll(self, batch_id: str) -> list[Event]:
         self._counts["polls"] += 1
@@ -634,7 +726,7 @@ class Watcher:
             snapshot = await self._batches.retrieve(batch_id, retry=NO_RETRY)
         except AsyncBatchError as exc:
             return await self._failed(batch_id, exc)
-        return self._tracker.observed(batch_id, snapshot, anyio.current_time())
+        return self._tracker.observed(batch_id, snapshot, self._loop.time())
 
     async def _sweep(self) -> list[Event]:
         self._counts["sweeps"] += 1

@@ -164,6 +164,9 @@ async def _measure_watcher(base_url: str, concurrency: int, cpu_budget: float) -
         "max_interval": 1e-6,
         "jitter": 0.0,
         "stagger": 0.0,
+        "max_concurrency": concurrency,
+        "strategy": "per_id",
+        "stop_when_done": False,
     }
     async with (
         Client(api_key=API_KEY, base_url=base_url) as client,
@@ -179,6 +182,8 @@ async def _measure_watcher(base_url: str, concurrency: int, cpu_budget: float) -
         polls = watcher.statistics().polls - polls
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         drain.cancel()
+        if watcher.statistics().sweeps:  # a sweep's CPU would count, its batches would not
+            raise RuntimeError("the per-ID watcher swept: check its options")
     return Cell(cpu / polls, wall / polls, polls)
 
 

@@ -401,6 +401,28 @@ async def test_a_borrowed_session_is_used_and_left_open() -> None:
         assert server.requests[0].headers["x-api-key"] == API_KEY
 
 
+@pytest.mark.parametrize("borrowed", [False, True])
+async def test_every_request_carries_the_key_accept_and_user_agent(borrowed: bool) -> None:
+    """GETs and the create carry x-api-key, Accept and our User-Agent whether the session is
+    the client's own (it holds them as its defaults) or borrowed (they go with each request);
+    only the create has a JSON Content-Type; the borrowed session's defaults are untouched."""
+    async with ScriptedServer() as server, aiohttp.ClientSession() as own:
+        server.on("GET", BATCH_PATH, Reply(200, STATUS_BODIES["pending"]))
+        server.on("POST", "/analyze/batches", Reply(201, CREATE_RESPONSE))
+        session = own if borrowed else None
+        async with Client(api_key=API_KEY, base_url=server.url, session=session) as client:
+            await client.batches.retrieve(BATCH_ID)
+            await client.batches.create(requests=CREATE_REQUEST["requests"])
+        assert "x-api-key" not in own.headers
+    get, post = server.requests
+    for seen in (get, post):
+        assert seen.headers["x-api-key"] == API_KEY
+        assert seen.headers["accept"] == "application/json, application/jsonl"
+        assert seen.headers["user-agent"].startswith("asyncbatch/")
+    assert "content-type" not in get.headers
+    assert post.headers["content-type"] == "application/json"
+
+
 async def test_calls_after_aclose_raise_client_closed() -> None:
     """Every call on a closed client raises ClientClosedError without a request."""
     async with connected() as (server, client):

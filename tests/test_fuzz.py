@@ -178,6 +178,29 @@ def test_waiting_the_named_delay_always_yields_a_token(
 IDS = [f"{n:024x}" for n in range(1, 5)]
 
 
+@given(
+    status=st.sampled_from(["pending", "processing", "canceling", "completed", "canceled", "new"]),
+    counters=st.lists(st.integers(-2, 5), min_size=5, max_size=5),
+    total_delta=st.integers(-3, 3),
+    floor=st.integers(-1, 3),
+)
+def test_an_unchanged_snapshot_never_makes_an_event(
+    status: str, counters: list[int], total_delta: int, floor: int
+) -> None:
+    """A poll answering exactly what was delivered before gives no event, whatever the status
+    (an unknown one too), the counters (implausible ones too) and the floor: `classify`
+    takes that common case first, and this holds it to what its full rules say."""
+    queued, processing, ready, failed, canceled = counters
+    shot = snapshot(
+        status, queued=queued, processing=processing, ready=ready, failed=failed, canceled=canceled
+    )
+    shot = msgspec.structs.replace(shot, total_items=shot.total_items + total_delta)
+    again = batch_decoder.decode(msgspec.json.encode(shot))  # equal, not the same object
+    assert again == shot
+    assert again is not shot
+    assert classify(shot, again, floor) is None
+
+
 def _history(batch_id: str, items: int, cancel_at: int | None) -> list[Batch]:
     """A true, monotonic history of one batch, ending terminal."""
     shots = [snapshot("pending", batch_id=batch_id, queued=items)]
