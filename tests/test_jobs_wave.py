@@ -59,7 +59,10 @@ async def test_a_job_advanced_in_waves_ends_like_a_whole_run_without_twin_batche
         by_line = {line["line"]: line for line in lines}
         assert by_line[4]["status"] == "failed"  # asset-3 fails every attempt
         assert by_line[4]["attempts"] == 3
-        assert sum(line["status"] == "ready" for line in lines) == 699
+        # Other requests fail at random (10 %), so which of them used all three attempts depends
+        # on the simulator's draws, which follow the job's timing: any that failed used all three.
+        assert all(line["status"] == "ready" or line["attempts"] == 3 for line in lines)
+        assert sum(line["status"] == "ready" for line in lines) >= 690
         # From the simulator's side: one create per batch (no twin), at most five at a time,
         # each request sent exactly as often as its attempts, a ready one never again.
         assert sim.stats.requests["create"] == len(sim.batch_ids())
