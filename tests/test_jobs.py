@@ -454,3 +454,28 @@ async def test_a_state_that_cannot_be_opened_is_one_error_line_and_nothing_is_se
     assert outcome.err.count("\n") == 1
     assert "StateStoreError" in outcome.err
     assert "Traceback" not in outcome.err
+
+
+async def test_a_second_run_on_a_state_in_use_is_refused_and_sends_nothing(tmp_path: Path) -> None:
+    """While a job runs on a SQLite state, `asyncbatch run` on the same state exits with one
+    error line and sends nothing; both writing outcomes would put every line in twice."""
+    state = f"sqlite:///{tmp_path / 'job.db'}"
+    source = tmp_path / "requests.jsonl"
+    source.write_text("".join(f'{{"video": {{"asset_id": "a{n}"}}}}\n' for n in range(30)))
+    async with Simulator(api_key=KEY, seed=3, item_seconds=60.0) as sim:
+        async with (
+            Client(api_key=KEY, base_url=sim.base_url) as client,
+            client.jobs.run(source, defaults=PROMPT, poll=FAST, state=state),
+        ):
+            sent = sim.stats.total_requests
+            args = ["--prompt", "Describe the video.", "--out", str(tmp_path / "out.jsonl")]
+            second = await cli(
+                "run", str(source), *args, "--state", state, base_url=sim.base_url, key=KEY
+            )
+            assert sim.stats.total_requests == sent
+        again = await cli(
+            "run", str(source), *args, "--state", state, base_url=sim.base_url, key=KEY
+        )
+    assert second.status == 1
+    assert "in use by another process" in second.err
+    assert again.status == 0, again.err

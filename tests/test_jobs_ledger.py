@@ -738,3 +738,15 @@ def test_redis_ledger_answers_as_sqlite_does(
     answers the same, in the live RedisLedger and in one reopened on its prefix."""
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
         runner.run(side_by_side(redis_url, with_ids, ops))
+
+
+async def test_a_sqlite_state_is_carried_by_one_process_at_a_time(tmp_path: Path) -> None:
+    """A second ledger on a SQLite file that is open is refused with `StateStoreError` (two
+    processes would each deliver every outcome); once the first is closed it opens."""
+    path = tmp_path / "job.db"
+    first = SQLiteLedger(path)
+    with pytest.raises(StateStoreError, match="in use by another process"):
+        SQLiteLedger(path)
+    await first.aclose()
+    second = SQLiteLedger(path)
+    await second.aclose()

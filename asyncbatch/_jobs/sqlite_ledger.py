@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,6 +40,9 @@ from .ledger import (
     stored_error,
 )
 from .outcome import Attempt, JobOutcome, OutcomeStatus
+
+if sys.platform != "win32":
+    import fcntl
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS job_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,23 +95,32 @@ class SQLiteLedger:
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: Synchronous = "FULL") -> None:
         self.path = str(path)
+        self._lock: int | None = None
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._lock = _exclusive(f"{self.path}.lock", self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute(f"PRAGMA synchronous = {synchronous}")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
+            self._unlock()
             raise StateStoreError(f"cannot open the job state {self.path!r}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"<asyncbatch SQLiteLedger {self.path!r}>"
 
     async def aclose(self) -> None:
-        """Close the database. Idempotent."""
+        """Close the database and let another process open it. Idempotent."""
         self._db.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # the lock goes with the descriptor
 
     # -- small state --------------------------------------------------------------------
 
@@ -350,6 +363,25 @@ class SQLiteLedger:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self.path)
+
+
+def _exclusive(lock_path: str, shown: str) -> int | None:
+    """An open descriptor of ``lock_path`` holding its exclusive lock, so that one process at
+    a time carries the job (two would each deliver every outcome). The system drops the lock
+    when the process ends however it ends, so a killed run never blocks the next one. (None
+    on Windows, which has no ``flock``: there nothing stops a second process.)"""
+    if sys.platform == "win32":
+        return None
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise StateStoreError(
+            f"the job state {shown!r} is in use by another process: one process carries a "
+            "job at a time (stop the other one first)"
+        ) from None
+    return descriptor
 
 
 def _bytes(value: object) -> bytes | None:
