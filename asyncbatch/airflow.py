@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
 import msgspec
@@ -485,8 +485,8 @@ class TwelveLabsJobOperator(BaseOperator):
     lines; then the task defers on `TwelveLabsBatchTrigger` (``wait_for="any"``) with the job's
     active batches, so no worker slot is held while they run, and ``execute_complete`` runs the
     next wave, until none is left running. Waves may run on different workers: the state must
-    be on storage they all reach. ``deferrable=False`` runs the whole job in one worker process
-    with a watcher, holding the slot until it ends.
+    be where they all reach it (a shared directory, or Redis). ``deferrable=False`` runs the
+    whole job in one worker process with a watcher, holding the slot until it ends.
 
     Retries resume. The job's state is kept in ``state`` (templated; by default a SQLite file
     under ``state_dir`` named from the DAG, run, task and map index), so a retried task
@@ -496,7 +496,9 @@ class TwelveLabsJobOperator(BaseOperator):
     ``error``, ``attempts``, ``batch_id``, ``task_id``), written before each outcome is
     acknowledged; a retry appends only the lines missing. A local path is appended to as the
     job goes; an object-storage URI (``s3://...``, through ``ObjectStoragePath``) is written
-    whole, from a local copy next to the state, when the job has ended. The state outlives
+    whole, from a local copy (next to a SQLite state, under ``state_dir`` for a Redis one),
+    when the job has ended; a wave that finds the copy incomplete (it ran on another worker)
+    writes every outcome it lacks again, so the copy published is whole. The state outlives
     the task (a cleared and rerun task finds its job done and writes nothing); delete it to
     run the job afresh.
 
@@ -516,7 +518,9 @@ class TwelveLabsJobOperator(BaseOperator):
         model_name, analysis_mode: as for `Batches.create`.
         max_attempts: batches a request may go into (failed ones go round again).
         max_active: the account's active-batch limit (the API's is 5).
-        state: the job's state (templated): ``sqlite:///PATH`` or a file path.
+        state: the job's state (templated): ``sqlite:///PATH``, a file path, or
+            ``redis://HOST:PORT/DB`` (the ``redis`` extra), whose keys get a prefix of the
+            task instance's own unless the URL gives ``?prefix=``.
         state_dir: where the default state goes (default ``$AIRFLOW_HOME/asyncbatch/jobs``);
             with workers on several machines, a directory they all share, or a wave or retry
             that lands elsewhere starts the job again.
@@ -585,7 +589,7 @@ class TwelveLabsJobOperator(BaseOperator):
         if self.deferrable:
             return self._advance(context, 0)
         state = self._state_url(context)
-        results = _Results(self.results_path, state)
+        results = _Results(self.results_path, state, self._local_copy(context, state))
         connection = _worker_credentials(self.conn_id)
         options = self._job_options(state)
         self.log.info("job state: %s; results: %s", state, self.results_path)
@@ -604,7 +608,7 @@ class TwelveLabsJobOperator(BaseOperator):
     def _advance(self, context: Context, written: int) -> dict[str, Any]:
         """One wave; defers while batches run (``written``: lines this try wrote so far)."""
         state = self._state_url(context)
-        results = _Results(self.results_path, state)
+        results = _Results(self.results_path, state, self._local_copy(context, state))
         connection = _worker_credentials(self.conn_id)
         options = self._job_options(state)
         with _refused_for_good():
@@ -690,16 +694,28 @@ class TwelveLabsJobOperator(BaseOperator):
 
     def _state_url(self, context: Context) -> str:
         if self.state:
-            if self.state.startswith("sqlite:"):
+            scheme = urlsplit(self.state).scheme.lower()
+            if scheme == "sqlite":
                 return self.state
+            if scheme in _REDIS_SCHEMES:
+                return _with_prefix(self.state, context)
             if "://" in self.state:
                 raise AirflowFailException(
-                    "a job operator's state is sqlite:///PATH or a file path: "
-                    "a retry must find it again"
+                    "a job operator's state is sqlite:///PATH, a file path or "
+                    "redis://HOST:PORT/DB: a retry must find it again"
                 )
             return f"sqlite:///{Path(self.state).resolve()}"
-        directory = Path(self.state_dir or _default_state_dir())
-        return f"sqlite:///{(directory / _state_name(context)).resolve()}"
+        return f"sqlite:///{(self._state_dir() / _state_name(context)).resolve()}"
+
+    def _state_dir(self) -> Path:
+        return Path(self.state_dir or _default_state_dir())
+
+    def _local_copy(self, context: Context, state: str) -> Path:
+        """Where the results are gathered before they go to an object-storage destination:
+        next to a SQLite state, or under ``state_dir`` for a Redis one."""
+        if urlsplit(state).scheme.lower() == "sqlite":
+            return Path(urlsplit(state).path[1:] + ".results.jsonl")
+        return (self._state_dir() / _state_name(context)).with_suffix(".results.jsonl")
 
     async def _run(
         self,
@@ -751,11 +767,11 @@ class _Results:
     """Where a job's results lines go: the local file itself, or a local copy of an
     object-storage destination, written whole to it once the job has ended."""
 
-    def __init__(self, destination: str, state: str) -> None:
+    def __init__(self, destination: str, state: str, local_copy: Path) -> None:
         self.destination = destination
         self.remote = urlsplit(destination).scheme not in ("", "file")
         if self.remote:
-            self.local = Path(urlsplit(state).path[1:] + ".results.jsonl")
+            self.local = local_copy
         else:
             self.local = Path(
                 urlsplit(destination).path if destination.startswith("file:") else destination
@@ -816,6 +832,18 @@ def _default_state_dir() -> Path:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _with_prefix(url: str, context: Context) -> str:
+    """A Redis state URL with a key prefix of the task instance's own, unless it names one."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "prefix" for key, _ in query):
+        return url
+    name = _state_name(context).removesuffix(".db")
+    query.append(("prefix", f"asyncbatch:{name}:"))
+    return parts._replace(query=urlencode(query)).geturl()
 
 
 def _state_name(context: Context) -> str:

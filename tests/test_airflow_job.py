@@ -379,3 +379,58 @@ def test_a_deferring_try_that_fails_midway_is_resumed_by_the_retry(
     assert before <= {batch_id for batch_id, _, _ in everything}
     check_against_simulator(results, everything, 300)
     assert portal.call(lambda: sim.stats.requests["create"]) == len(portal.call(sim.batch_ids))
+
+
+def test_a_redis_state_gets_a_prefix_of_the_task_instance_unless_it_names_one() -> None:
+    """``state="redis://..."`` is kept per task instance (its own key prefix, stable across
+    tries); a URL that names its prefix keeps it; any other scheme is refused."""
+    task = TwelveLabsJobOperator(
+        task_id="analyse", requests=[], results_path="/r.jsonl", state="redis://cache:6379/2"
+    )
+    one = task._state_url(context_of(TaskInstance(map_index=1)))
+    two = task._state_url(context_of(TaskInstance(map_index=2)))
+    assert one.startswith("redis://cache:6379/2?prefix=asyncbatch%3Aclips%2Fanalyse-1.")
+    assert one != two
+    assert task._state_url(context_of(TaskInstance(map_index=1))) == one
+    named = TwelveLabsJobOperator(
+        task_id="analyse", requests=[], results_path="/r.jsonl", state="redis://c/0?prefix=mine:"
+    )
+    assert named._state_url(context_of(TaskInstance())) == "redis://c/0?prefix=mine:"
+    wrong = TwelveLabsJobOperator(
+        task_id="analyse", requests=[], results_path="/r.jsonl", state="memory://"
+    )
+    with pytest.raises(AirflowFailException, match="redis://"):
+        wrong._state_url(context_of(TaskInstance()))
+
+
+@pytest.mark.timeout(180)
+def test_waves_on_workers_without_shared_storage_share_a_redis_state(
+    simulator: tuple[BlockingPortal, Simulator], tmp_path: Path, redis_url: str
+) -> None:
+    """A deferring job on Redis state whose waves alternate between two workers with nothing on
+    disk in common publishes one whole results file: one line per request, no twin batch."""
+    portal, sim = simulator
+    attach("memory", fs=MemoryFileSystem())
+    destination = f"memory://results/{tmp_path.name}/results.jsonl"
+    write_requests(tmp_path / "requests.jsonl", 400, failing=9)
+    waves = 0
+
+    def on_next_worker() -> TwelveLabsJobOperator:
+        nonlocal waves
+        waves += 1
+        return operator(
+            tmp_path,
+            deferrable=True,
+            max_attempts=2,
+            results_path=destination,
+            state=redis_url,
+            state_dir=str(tmp_path / f"worker-{waves % 2}"),
+        )
+
+    ran = run_deferring(on_next_worker, TaskInstance(task_id="on_redis"))
+    assert len(ran.triggers) > 1
+    assert waves > 2  # waves ran on both workers
+    assert ran.summary["items"]["ready"] == 399
+    (tmp_path / "published.jsonl").write_text(ObjectStoragePath(destination).read_text())
+    check_against_simulator(tmp_path / "published.jsonl", sent(portal, sim), 400)
+    assert portal.call(lambda: sim.stats.requests["create"]) == ran.summary["batches"]
