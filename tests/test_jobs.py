@@ -456,23 +456,25 @@ async def test_a_state_that_cannot_be_opened_is_one_error_line_and_nothing_is_se
     assert "Traceback" not in outcome.err
 
 
-async def test_a_second_run_on_a_state_in_use_is_refused_and_sends_nothing(tmp_path: Path) -> None:
-    """While a job runs on a SQLite state, `asyncbatch run` on the same state exits with one
-    error line and sends nothing; both writing outcomes would put every line in twice."""
-    state = f"sqlite:///{tmp_path / 'job.db'}"
+async def test_a_second_run_on_a_state_in_use_is_refused_and_sends_nothing(
+    state: str, tmp_path: Path
+) -> None:
+    """While a job runs on a state (SQLite or Redis), `asyncbatch run` on the same state exits
+    with one error line and sends nothing; both writing outcomes would put every line in twice."""
     source = tmp_path / "requests.jsonl"
     source.write_text("".join(f'{{"video": {{"asset_id": "a{n}"}}}}\n' for n in range(30)))
     async with Simulator(api_key=KEY, seed=3, item_seconds=60.0) as sim:
         async with (
             Client(api_key=KEY, base_url=sim.base_url) as client,
-            client.jobs.run(source, defaults=PROMPT, poll=FAST, state=state),
+            client.jobs.run(source, defaults=PROMPT, poll=FAST, state=state) as job,
         ):
-            sent = sim.stats.total_requests
+            await anext(job)  # its one batch has ended, so it creates no more
+            created = sim.stats.requests["create"]
             args = ["--prompt", "Describe the video.", "--out", str(tmp_path / "out.jsonl")]
             second = await cli(
                 "run", str(source), *args, "--state", state, base_url=sim.base_url, key=KEY
             )
-            assert sim.stats.total_requests == sent
+            assert sim.stats.requests["create"] == created
         again = await cli(
             "run", str(source), *args, "--state", state, base_url=sim.base_url, key=KEY
         )

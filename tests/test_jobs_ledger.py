@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 
 from asyncbatch import Client, DecodeError, JobOutcome, PollPolicy, StateStoreError
 from asyncbatch._jobs.ledger import INTAKE_CHUNK, Intent, ItemResult, Ledger, Row
+from asyncbatch._jobs.redis_claim import CLAIM_SECONDS
 from asyncbatch._jobs.redis_ledger import RedisLedger
 from asyncbatch._jobs.sqlite_ledger import SQLiteLedger
 from asyncbatch._jobs.state import open_ledger
@@ -463,7 +465,9 @@ async def test_redis_ledger_from_a_state_url(redis_url: str) -> None:
     async with redis_client(redis_url) as client:
         assert await client.hget(f"{prefix}job:meta", "input") == b"complete"
         async with Redis(host="127.0.0.1", port=1, password="s3cret") as passworded:
-            assert "s3cret" not in repr(RedisLedger(passworded, prefix=prefix, owns_client=False))
+            assert "s3cret" not in repr(
+                RedisLedger(passworded, prefix=prefix, owns_client=False, claim=False)
+            )
 
 
 async def test_redis_failures_are_state_store_errors() -> None:
@@ -510,7 +514,8 @@ async def test_clearing_leaves_other_prefixes_alone(redis_url: str) -> None:
         assert await ingest(starred, []) == ["the input holds no requests"]
         mine = await RedisLedger.open(client, prefix=base)
         assert await ingest(mine, [(1, "a", REQUEST), (2, "a", REQUEST)]) != []
-        reopened = await RedisLedger.open(client, prefix=f"{base}job:x")
+        await mine.aclose()  # its claim goes with it
+        reopened = await RedisLedger.open(client, prefix=f"{base}job:x", claim=False)
         assert reopened.counts() == {"waiting": 2}
         assert [k async for k in client.scan_iter(match=f"{base}job:[^x]*")] == []
 
@@ -716,7 +721,7 @@ async def side_by_side(url: str, with_ids: list[bool], ops: list[tuple[Any, ...]
                 scene.seqs.append(answer.seq)
             expected = await every_read(reference)
             assert await every_read(tested) == expected, (name, args)
-            reopened = await RedisLedger.open(client, prefix=prefix)
+            reopened = await RedisLedger.open(client, prefix=prefix, claim=False)
             assert await every_read(reopened) == expected, (name, args)
     finally:
         await reference.aclose()
@@ -750,3 +755,58 @@ async def test_a_sqlite_state_is_carried_by_one_process_at_a_time(tmp_path: Path
     await first.aclose()
     second = SQLiteLedger(path)
     await second.aclose()
+
+
+# -- one process at a time on Redis ------------------------------------------------------------
+
+HOST = socket.gethostname()
+
+
+async def test_a_redis_state_is_carried_by_one_process_at_a_time(redis_url: str) -> None:
+    """A second ledger on a Redis prefix whose job is open is refused with `StateStoreError`
+    naming the holder; once the first is closed it opens."""
+    prefix = fresh_prefix()
+    async with redis_client(redis_url) as client:
+        first = await RedisLedger.open(client, prefix=prefix)
+        with pytest.raises(StateStoreError, match=f"in use by another process .{HOST} "):
+            await RedisLedger.open(client, prefix=prefix)
+        await first.aclose()
+        second = await RedisLedger.open(client, prefix=prefix)
+        await second.aclose()
+        assert await client.exists(f"{prefix}job:owner") == 0
+
+
+async def test_the_claim_of_a_run_that_ended_on_this_host_is_taken_over_at_once(
+    redis_url: str,
+) -> None:
+    """A claim left by a process of this host that is gone (a SIGKILLed run) does not block the
+    next run; one from another host does, until it lapses."""
+    async with await anyio.open_process([sys.executable, "-c", "pass"]) as ended:
+        await ended.wait()
+    prefix = fresh_prefix()
+    async with redis_client(redis_url) as client:
+        await client.set(f"{prefix}job:owner", f"{HOST} {ended.pid} dead", px=600_000)
+        ledger = await RedisLedger.open(client, prefix=prefix)
+        await ledger.aclose()
+        await client.set(f"{prefix}job:owner", "elsewhere 1 alive", px=600_000)
+        with pytest.raises(StateStoreError, match="elsewhere 1 alive"):
+            await RedisLedger.open(client, prefix=prefix)
+
+
+async def test_a_held_claim_is_renewed_and_a_lost_one_stops_the_holder(redis_url: str) -> None:
+    """`hold` renews the claim every third of its lifetime (on the loop's clock), and raises
+    `StateStoreError` once another process has taken the job over."""
+    prefix = fresh_prefix()
+    async with redis_client(redis_url) as client:
+        ledger = await RedisLedger.open(client, prefix=prefix)
+        try:
+            await client.pexpire(f"{prefix}job:owner", 5_000)
+            with anyio.move_on_after(CLAIM_SECONDS / 3 + 1):
+                await ledger.hold()
+            assert await client.pttl(f"{prefix}job:owner") > 5_000  # renewed
+            await client.set(f"{prefix}job:owner", "elsewhere 1 taken")
+            with pytest.raises(StateStoreError, match="lost"):
+                await ledger.hold()
+        finally:
+            await ledger.aclose()
+        assert await client.get(f"{prefix}job:owner") == b"elsewhere 1 taken"  # not ours to free

@@ -197,7 +197,12 @@ class Ledger(Protocol):
     """A job's durable record (see the module documentation for the contract)."""
 
     async def aclose(self) -> None:
-        """Close the ledger (and its connection). Idempotent."""
+        """Close the ledger (and its connection), letting another process open it. Idempotent."""
+        ...
+
+    async def hold(self) -> None:
+        """Keep this process's claim on the job alive while it runs; never returns (cancel
+        it). Opening a ledger claims its job: a second process is refused meanwhile."""
         ...
 
     # -- small state, answered from what was last written --------------------------------

@@ -59,6 +59,7 @@ from .ledger import (
     stored_error,
 )
 from .outcome import Attempt, JobOutcome, OutcomeStatus
+from .redis_claim import RedisClaim
 
 _STATES: Final = (WAITING, RUNNING, *FINAL_STATES)
 
@@ -392,11 +393,13 @@ class RedisLedger:
     carries a job at a time.
     """
 
-    def __init__(self, client: Redis, *, prefix: str, owns_client: bool) -> None:
+    def __init__(self, client: Redis, *, prefix: str, owns_client: bool, claim: bool) -> None:
         self._client = client
         self._prefix = prefix
         self._p = f"{prefix}job:"
         self._owns_client = owns_client
+        self._claim = RedisClaim(client, self._p) if claim else None
+        self._claimed = False
         self._closed = False
         self._meta: dict[str, str] = {}
         self._counters: list[int] = [0] * 8
@@ -418,13 +421,22 @@ class RedisLedger:
 
     @classmethod
     async def open(
-        cls, client: Redis, *, prefix: str = DEFAULT_PREFIX, owns_client: bool = False
+        cls,
+        client: Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        owns_client: bool = False,
+        claim: bool = True,
     ) -> Self:
         """The ledger of the job under ``{prefix}job:`` (empty if there is none yet), its
-        small state loaded; `StateStoreError` if Redis fails. With ``owns_client``,
-        `aclose` closes ``client`` (and so does a failure here)."""
-        ledger = cls(client, prefix=prefix, owns_client=owns_client)
+        small state loaded; `StateStoreError` if Redis fails, or if another process holds
+        the job (`RedisClaim`; ``claim=False`` only reads, never writes). With
+        ``owns_client``, `aclose` closes ``client`` (and so does a failure here)."""
+        ledger = cls(client, prefix=prefix, owns_client=owns_client, claim=claim)
         try:
+            if ledger._claim is not None:
+                await ledger._claim.take(ledger._where())
+                ledger._claimed = True
             await ledger._load()
         except BaseException:
             await ledger.aclose()
@@ -432,17 +444,34 @@ class RedisLedger:
         return ledger
 
     def __repr__(self) -> str:
+        return f"<asyncbatch RedisLedger {self._where()}>"
+
+    def _where(self) -> str:
+        """The server, database and prefix, never the password."""
         kwargs = self._client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        return f"<asyncbatch RedisLedger {where}/{kwargs.get('db', 0)} prefix={self._prefix!r}>"
+        return f"{where}/{kwargs.get('db', 0)} prefix={self._prefix!r}"
 
     async def aclose(self) -> None:
-        """Close the client if this ledger owns it. Idempotent."""
+        """Give up the claim, and close the client if this ledger owns it. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._owns_client:
-            await self._client.aclose()
+        try:
+            if self._claim is not None and self._claimed:
+                # A Redis out of reach cannot be told; the claim then lapses by itself.
+                with anyio.CancelScope(shield=True), suppress(StateStoreError):
+                    await self._claim.release()
+        finally:
+            if self._owns_client:
+                await self._client.aclose()
+
+    async def hold(self) -> None:
+        """Keep this process's claim on the job while it runs (until cancelled)."""
+        if self._claim is None:
+            await anyio.sleep_forever()
+        else:
+            await self._claim.keep()
 
     @redis_errors
     async def _load(self) -> None:

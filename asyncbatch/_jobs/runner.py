@@ -266,7 +266,10 @@ class Job:
             raise RuntimeError("a Job can be entered only once")
         await self._open()
         try:
-            active = await self._wave()
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._entered().hold)
+                active = await self._wave()
+                group.cancel_scope.cancel()
             self._done = True
             yield active
         except Exception as exc:
@@ -435,6 +438,7 @@ class Job:
             watcher = self._client.watch((), stop_when_done=False, poll=self._poll)
             async with watcher, anyio.create_task_group() as group:
                 self._watcher = watcher
+                group.start_soon(self._entered().hold)
                 await self._count_foreign(strict=True)
                 group.start_soon(self._follow, watcher)
                 await self._recover()

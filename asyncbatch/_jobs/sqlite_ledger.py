@@ -23,6 +23,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import anyio
+
 from .._errors import StateStoreError
 from .._models import ItemError
 from .ledger import (
@@ -116,6 +118,10 @@ class SQLiteLedger:
         """Close the database and let another process open it. Idempotent."""
         self._db.close()
         self._unlock()
+
+    async def hold(self) -> None:
+        """Nothing to renew: the file lock lasts as long as the ledger is open."""
+        await anyio.sleep_forever()
 
     def _unlock(self) -> None:
         lock, self._lock = self._lock, None
