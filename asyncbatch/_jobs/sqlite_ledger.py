@@ -21,12 +21,13 @@ import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import anyio
 
 from .._errors import StateStoreError
 from .._models import ItemError
+from .._stores.sqlite import Synchronous
 from .ledger import (
     JOB_CANCELED,
     Intake,
@@ -82,8 +83,6 @@ CREATE TABLE IF NOT EXISTS job_attempts (
 ) WITHOUT ROWID;
 """
 _BUSY_TIMEOUT_MS: Final = 10_000
-
-Synchronous = Literal["FULL", "NORMAL"]
 
 
 class SQLiteLedger:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from .._redact import redact_url
+from .._stores.sqlite import sqlite_url_parts
 from .ledger import Ledger
 from .sqlite_ledger import SQLiteLedger
 
@@ -34,13 +35,8 @@ async def open_ledger(url: str) -> Ledger:
 
 
 def _sqlite(netloc: str, path: str, query: dict[str, list[str]]) -> SQLiteLedger:
-    # sqlite:///rel.db has path "/rel.db"; sqlite:////abs.db has "//abs.db".
-    if netloc or len(path) < 2:
-        raise ValueError("a SQLite state URL is sqlite:///relative.db or sqlite:////absolute.db")
-    synchronous = query.get("synchronous", ["FULL"])[-1].upper()
-    if synchronous not in ("FULL", "NORMAL"):
-        raise ValueError("sqlite state: synchronous must be FULL or NORMAL")
-    return SQLiteLedger(path[1:], synchronous="NORMAL" if synchronous == "NORMAL" else "FULL")
+    file, synchronous = sqlite_url_parts(netloc, path, query)
+    return SQLiteLedger(file, synchronous=synchronous)
 
 
 async def _redis(url: str) -> Ledger:

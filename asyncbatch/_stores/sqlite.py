@@ -42,6 +42,21 @@ _BUSY_TIMEOUT_MS: Final = 10_000  # another process holding the write lock: wait
 Synchronous = Literal["FULL", "NORMAL"]
 
 
+def sqlite_url_parts(
+    netloc: str, path: str, query: dict[str, list[str]]
+) -> tuple[str, Synchronous]:
+    """The file and ``synchronous`` mode of a ``sqlite:///PATH[?synchronous=NORMAL]`` URL's
+    parts (``urlsplit``, query by ``parse_qs``); `ValueError` if malformed. One reading of the
+    form for the watch state and the job state."""
+    # sqlite:///rel.db has path "/rel.db"; sqlite:////abs.db has "//abs.db".
+    if netloc or len(path) < 2:
+        raise ValueError("a SQLite state URL is sqlite:///relative.db or sqlite:////absolute.db")
+    synchronous = query.get("synchronous", ["FULL"])[-1].upper()
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError("sqlite state: synchronous must be FULL or NORMAL")
+    return path[1:], "NORMAL" if synchronous == "NORMAL" else "FULL"
+
+
 class SQLiteStore(AsyncResource):
     """A `StateStore` in a SQLite database file (created if missing).
 

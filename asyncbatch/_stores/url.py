@@ -21,7 +21,7 @@ from anyio.abc import AsyncResource
 
 from .._coordination import Leases, RequestGate
 from .memory import MemoryStore, StateStore
-from .sqlite import SQLiteStore
+from .sqlite import SQLiteStore, sqlite_url_parts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -73,15 +73,8 @@ def open_store(url: str) -> OpenedStore:
 
 
 def _sqlite(netloc: str, path: str, query: dict[str, list[str]]) -> OpenedStore:
-    # sqlite:///rel.db has path "/rel.db"; sqlite:////abs.db has "//abs.db".
-    if netloc or len(path) < 2:
-        raise ValueError("a SQLite state URL is sqlite:///relative.db or sqlite:////absolute.db")
-    synchronous = query.get("synchronous", ["FULL"])[-1].upper()
-    if synchronous not in ("FULL", "NORMAL"):
-        raise ValueError("sqlite state: synchronous must be FULL or NORMAL")
-    return OpenedStore(
-        SQLiteStore(path[1:], synchronous="NORMAL" if synchronous == "NORMAL" else "FULL")
-    )
+    file, synchronous = sqlite_url_parts(netloc, path, query)
+    return OpenedStore(SQLiteStore(file, synchronous=synchronous))
 
 
 def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> OpenedStore:
