@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 
 from asyncbatch import Client, DecodeError, JobOutcome, PollPolicy, StateStoreError
 from asyncbatch._jobs.ledger import INTAKE_CHUNK, Intent, ItemResult, Ledger, Row
-from asyncbatch._jobs.redis_claim import CLAIM_SECONDS
+from asyncbatch._jobs.redis_claim import CLAIM_SECONDS, _gone
 from asyncbatch._jobs.redis_ledger import RedisLedger
 from asyncbatch._jobs.sqlite_ledger import SQLiteLedger
 from asyncbatch._jobs.state import open_ledger
@@ -810,3 +810,20 @@ async def test_a_held_claim_is_renewed_and_a_lost_one_stops_the_holder(redis_url
         finally:
             await ledger.aclose()
         assert await client.get(f"{prefix}job:owner") == b"elsewhere 1 taken"  # not ours to free
+
+
+def test_a_killed_run_not_yet_reaped_counts_as_ended() -> None:
+    """A run killed by a supervisor that has not yet waited for it (a zombie: it still answers
+    ``kill(pid, 0)``) gives its claim up like one that is gone."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to tell a zombie")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not _gone(f"{HOST} {child.pid} alive")
+        child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # ended, left unreaped
+        assert _gone(f"{HOST} {child.pid} zombie")
+        assert not _gone(f"elsewhere {child.pid} zombie")
+    finally:
+        child.kill()
+        child.wait()

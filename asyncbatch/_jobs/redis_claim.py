@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -98,4 +99,15 @@ def _gone(holder: str) -> bool:
         return True
     except PermissionError:
         return False  # alive, someone else's
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended but was not yet reaped by its parent (a run just killed by a
+    supervisor that has not waited for it yet): it still answers signals, but holds nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (macOS): such a claim lapses with its ttl
+    fields = stat.rpartition(")")[2].split()
+    return bool(fields) and fields[0] == "Z"
