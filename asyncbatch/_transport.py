@@ -3,7 +3,7 @@
 It owns one `aiohttp.ClientSession` (or borrows the caller's), adds the
 ``x-api-key`` header, bounds each request and each call in time, retries what
 `_retry` says may be retried, and turns every failure into an asyncbatch error
-at one boundary (`_ClientErrors`). It knows nothing of batches: callers get
+at one boundary (`_client_failure`). It knows nothing of batches: callers get
 bytes back and decode them.
 
 Timeouts: ``timeout`` bounds one request (connect to last byte); a call's
@@ -32,7 +32,6 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
@@ -376,7 +375,7 @@ class Transport:
         )
 
         async def attempt(number: int) -> aiohttp.ClientResponse:
-            with _ClientErrors(method, shown, creates=False):
+            try:
                 with anyio.fail_after(self._request_timeout(deadline)):
                     response = await self._client_session().request(
                         method,
@@ -394,6 +393,8 @@ class Transport:
                         payload = await _read_body(response, method, shown)
                 finally:
                     response.release()
+            except Exception as exc:
+                raise _client_failure(exc, method, shown, creates=False) from exc
             raise _status_failure(response.status, response.headers, payload, method, shown)
 
         response = await self._with_retries(attempt, method, path, retry, deadline)
@@ -570,39 +571,9 @@ def _error_parts(payload: bytes) -> tuple[str | None, str | None]:
         return None, text or None
 
 
-class _ClientErrors:
-    """``with _ClientErrors(...)``: turns aiohttp and socket exceptions into `_Failure`s.
-
-    A class rather than a generator-based context manager: it is entered on
-    every request, and this costs a fraction of a microsecond.
-    """
-
-    __slots__ = ("_creates", "_method", "_url")
-
-    def __init__(self, method: str, url: str, *, creates: bool) -> None:
-        self._method = method
-        self._url = url
-        self._creates = creates
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or isinstance(exc, _Failure | AsyncBatchError):
-            return
-        failure = _map_failure(f"{self._method} {self._url}", exc, creates=self._creates)
-        if failure is not None:
-            raise failure from exc
-
-
 def _client_failure(exc: Exception, method: str, url: str, *, creates: bool) -> _Failure:
-    """The `_Failure` for an aiohttp or socket exception, as `_ClientErrors` maps it;
-    anything else (our own errors included) is raised again, unchanged."""
+    """The `_Failure` for an aiohttp or socket exception (the one place where they become
+    ours); anything else (our own errors included) is raised again, unchanged."""
     if isinstance(exc, _Failure | AsyncBatchError):
         raise exc
     failure = _map_failure(f"{method} {url}", exc, creates=creates)

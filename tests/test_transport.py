@@ -24,7 +24,7 @@ from asyncbatch import (
     RetryPolicy,
     ServerError,
 )
-from asyncbatch._transport import _ClientErrors, _Failure
+from asyncbatch._transport import _client_failure
 from tests._server import (
     API_KEY,
     BATCH_ID,
@@ -322,14 +322,13 @@ def test_every_aiohttp_error_maps_to_an_asyncbatch_error(
 ) -> None:
     """Each aiohttp exception raised in the mapping boundary comes out as an asyncbatch error."""
     raised = _make(cls)
-    with pytest.raises(_Failure) as info, _ClientErrors("GET", "https://h/x", creates=creates):
-        raise raised
-    mapped = info.value.error
+    failure = _client_failure(raised, "GET", "https://h/x", creates=creates)
+    mapped = failure.error
     assert isinstance(mapped, AsyncBatchError)
     assert mapped.__cause__ is raised
     if isinstance(raised, TimeoutError):
         assert isinstance(mapped, APITimeoutError)
-        assert info.value.retryable is not creates
+        assert failure.retryable is not creates
     chain: BaseException | None = mapped
     while chain is not None:
         assert API_KEY not in str(chain)
@@ -341,11 +340,10 @@ def test_every_aiohttp_error_maps_to_an_asyncbatch_error(
     [ConnectionResetError(104, "reset"), OSError(5, "io"), TimeoutError()],
     ids=lambda e: type(e).__name__,
 )
-def test_socket_errors_map_too(raised: BaseException) -> None:
+def test_socket_errors_map_too(raised: Exception) -> None:
     """Bare OSError and TimeoutError from the socket layer map as well."""
-    with pytest.raises(_Failure) as info, _ClientErrors("GET", "https://h/x", creates=False):
-        raise raised
-    assert isinstance(info.value.error, APIConnectionError)
+    failure = _client_failure(raised, "GET", "https://h/x", creates=False)
+    assert isinstance(failure.error, APIConnectionError)
 
 
 def test_only_a_connect_failure_lets_create_retry() -> None:
@@ -357,9 +355,8 @@ def test_only_a_connect_failure_lets_create_retry() -> None:
         aiohttp.ServerDisconnectedError(),
         aiohttp.ClientPayloadError("cut"),
     ):
-        with pytest.raises(_Failure) as info, _ClientErrors("POST", "https://h", creates=True):
-            raise raised
-        outcomes[type(raised).__name__] = info.value.retryable
+        failure = _client_failure(raised, "POST", "https://h", creates=True)
+        outcomes[type(raised).__name__] = failure.retryable
     assert outcomes == {
         "ClientConnectorError": True,
         "ServerDisconnectedError": False,
@@ -369,5 +366,5 @@ def test_only_a_connect_failure_lets_create_retry() -> None:
 
 def test_programmer_errors_pass_through_the_boundary() -> None:
     """Exceptions that are not network failures are not disguised as connection errors."""
-    with pytest.raises(KeyError), _ClientErrors("GET", "https://h/x", creates=False):
-        raise KeyError("bug")
+    with pytest.raises(KeyError):
+        _client_failure(KeyError("bug"), "GET", "https://h/x", creates=False)
