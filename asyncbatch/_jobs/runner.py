@@ -36,11 +36,18 @@ import hashlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, TypedDict, Unpack
+from typing import Any, Protocol, Self, TypedDict, TypeVar, Unpack
 
 import anyio
 import msgspec
@@ -91,6 +98,11 @@ _IDLE_WAIT = (15.0, 300.0)
 """First and longest wait for a slot when none of the job's batches runs (foreign ones do)."""
 
 _RESULT_CHUNK = 200
+
+_NEVER_BETTER = (AuthenticationError, PermissionDeniedError, EndpointNotFoundError)
+"""Failures a retry cannot mend: a wrong key, no permission, a wrong base URL."""
+
+_T = TypeVar("_T")
 
 _RATE_WAIT_LIMIT = 60.0
 """A 429 on create naming a wait up to this long is the request rate, not a full account."""
@@ -539,7 +551,7 @@ class Job:
             pages = self._client.batches.list(status=ACTIVE_STATUSES, page_limit=50)
             async with aclosing(pages) as batches:
                 self._foreign = sum([b.batch_id not in ours async for b in batches])
-        except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
+        except _NEVER_BETTER:
             raise
         except AsyncBatchError as exc:
             if strict:
@@ -560,7 +572,7 @@ class Job:
             await ledger.void_intent(intent.seq)  # a 429 proves nothing was made
             await self._no_slot(ledger, exc)
             return
-        except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
+        except _NEVER_BETTER:
             await ledger.void_intent(intent.seq)
             raise
         except APIStatusError as exc:
@@ -630,17 +642,9 @@ class Job:
         would send its requests twice.
         """
         intent = await ledger.intent(seq)
-        delay = 1.0
-        while True:
-            try:
-                batch_id = await self._find_orphan(ledger, seq, len(intent.lines))
-                break
-            except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
-                raise
-            except AsyncBatchError as exc:
-                logger.warning("job %s: looking for batch %d failed: %s", self._tag, seq, exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+        batch_id = await self._until_done(
+            lambda: self._find_orphan(ledger, seq, len(intent.lines)), f"looking for batch {seq}"
+        )
         if batch_id is None:
             await ledger.void_intent(seq)
             return
@@ -701,20 +705,11 @@ class Job:
         seq = ledger.active_batches().get(batch_id)
         if seq is None:
             return
-        delay = 1.0
-        while batch_status != "gone":
-            try:
-                await self._apply_results(ledger, seq, batch_id, batch_status)
-                break
-            except DecodeError as exc:
-                logger.warning("job %s: results of %s: %s", self._tag, batch_id, exc)
-                break  # what was not read goes round again
-            except (AuthenticationError, PermissionDeniedError, EndpointNotFoundError):
-                raise
-            except AsyncBatchError as exc:
-                logger.warning("job %s: results of %s: %s; retrying", self._tag, batch_id, exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+        if batch_status != "gone":
+            await self._until_done(
+                lambda: self._read_results(ledger, seq, batch_id, batch_status),
+                f"results of {batch_id}",
+            )
         await ledger.end_batch(
             seq,
             batch_id,
@@ -744,6 +739,28 @@ class Job:
             attempts=stats.attempts,
         )
         report_job_progress(self._tag, progress)
+
+    async def _until_done(self, call: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """``call()`` until it completes, retried after each failure that a retry may mend
+        (waiting 1 s, doubling up to 60 s); one that will not mend is raised."""
+        delay = 1.0
+        while True:
+            try:
+                return await call()
+            except _NEVER_BETTER:
+                raise
+            except AsyncBatchError as exc:
+                logger.warning("job %s: %s failed: %s; retrying", self._tag, what, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _read_results(self, ledger: Ledger, seq: int, batch_id: str, status: str) -> None:
+        """Apply a batch's results; a line that does not decode ends the reading (what was
+        not read goes round again), since reading it again would fail the same way."""
+        try:
+            await self._apply_results(ledger, seq, batch_id, status)
+        except DecodeError as exc:
+            logger.warning("job %s: results of %s: %s", self._tag, batch_id, exc)
 
     async def _apply_results(self, ledger: Ledger, seq: int, batch_id: str, status: str) -> None:
         async with self._client.batches.results(batch_id) as items:
