@@ -25,6 +25,7 @@ from asyncbatch import (
     set_telemetry_hooks,
 )
 from asyncbatch._jobs import open_ledger
+from asyncbatch._jobs.ledger import Intent
 from asyncbatch.testing import FaultKind, FaultRule, Simulator
 from tests._redis_server import fresh_prefix
 from tests.test_cli_support import cli
@@ -259,25 +260,32 @@ async def test_a_resumed_job_never_repeats_an_acknowledged_outcome(tmp_path: Pat
         assert len(sent_lines(sim)) == 400
 
 
+async def crashed_after_intent(
+    state: str, tag: str, requests: int, intent_size: int, *, custom_ids: bool
+) -> Intent:
+    """The state a job with ``tag`` leaves when it crashes right after recording an intent
+    of ``intent_size`` of its ``requests`` (all read in); returns that intent."""
+    ledger = await open_ledger(state)
+    meta = {
+        "input": "complete",
+        "tag": tag,
+        "model_name": "pegasus1.5",
+        "analysis_mode": "general",
+        "defaults": '{"prompt":{"input_text":"Describe the video."}}',
+    }
+    async with ledger.ingesting(meta, 20) as intake:
+        for line in range(1, requests + 1):
+            await intake.add((line, f"c{line}" if custom_ids else None, VIDEO))
+    intent = await ledger.new_intent(intent_size)
+    await ledger.aclose()
+    return intent
+
+
 async def test_a_batch_created_before_a_crash_is_adopted_not_created_twice(state: str) -> None:
     """A batch created for an intent before a crash is found by its tagged custom_ids and adopted
     on resume; nothing is sent twice (on a SQLite and on a Redis state)."""
     async with Simulator(api_key=KEY, seed=13) as sim:
-        ledger = await open_ledger(state)
-        async with ledger.ingesting(
-            {
-                "input": "complete",
-                "tag": "feedbeef",
-                "model_name": "pegasus1.5",
-                "analysis_mode": "general",
-                "defaults": '{"prompt":{"input_text":"Describe the video."}}',
-            },
-            20,
-        ) as intake:
-            for line in range(1, 31):
-                await intake.add((line, f"c{line}", VIDEO))
-        intent = await ledger.new_intent(10)
-        await ledger.aclose()
+        intent = await crashed_after_intent(state, "feedbeef", 30, 10, custom_ids=True)
         orphan = sim.create_batch(
             [
                 {
@@ -299,21 +307,8 @@ async def test_an_intent_without_a_batch_is_sent_once_after_a_crash(state: str) 
     """An intent recorded before a crash but never sent is sent once on resume (on a SQLite and
     on a Redis state)."""
     async with Simulator(api_key=KEY, seed=14) as sim:
-        ledger = await open_ledger(state)
-        async with ledger.ingesting(
-            {
-                "input": "complete",
-                "tag": "0badcafe",
-                "model_name": "pegasus1.5",
-                "analysis_mode": "general",
-                "defaults": '{"prompt":{"input_text":"Describe the video."}}',
-            },
-            20,
-        ) as intake:
-            for line in range(1, 21):
-                await intake.add((line, None, VIDEO))
-        await ledger.new_intent(20)  # the crash came before the create was sent
-        await ledger.aclose()
+        # The crash came after the intent was recorded, before its create was sent.
+        await crashed_after_intent(state, "0badcafe", 20, 20, custom_ids=False)
         outcomes = await run_job(sim, [], state=state)
         assert_once_each(outcomes, 20)
         assert Counter(line_of(c) for c, _ in sent_lines(sim)) == dict.fromkeys(range(1, 21), 1)
