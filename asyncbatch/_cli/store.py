@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import StateStoreError
+from .._redact import redact_url
 from .._stores.memory import StoredBatch
-from .._stores.url import OpenedStore, _shown, open_store
+from .._stores.url import OpenedStore, open_store
 from .exits import EXIT_FAILED, EXIT_USAGE
 from .io import CommandError
 
@@ -71,7 +72,7 @@ async def watch_store(args: argparse.Namespace) -> AsyncIterator[WatchStore | No
     except ValueError as exc:
         raise CommandError(f"watch: --state: {exc}", EXIT_USAGE) from None
     async with opened:
-        shown = _shown(args.state)
+        shown = redact_url(args.state)
         owner = args.owner or default_owner() if args.replica else None
         # Refuse a store that cannot serve replicas before reading it: reading a
         # SQLite store creates its file.

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .._redact import redact_url
 from .._stores.sqlite import sqlite_url_parts
@@ -41,17 +41,11 @@ def _sqlite(netloc: str, path: str, query: dict[str, list[str]]) -> SQLiteLedger
 
 async def _redis(url: str) -> Ledger:
     try:
-        from redis.asyncio import Redis  # noqa: PLC0415 - the redis extra is optional
-
-        from .._stores.redis_errors import DEFAULT_PREFIX  # noqa: PLC0415
+        from .._stores.redis_errors import client_from_url  # noqa: PLC0415 - the redis extra
         from .redis_ledger import RedisLedger  # noqa: PLC0415
     except ImportError as exc:
         raise ValueError(
             "a redis:// state needs the redis extra: pip install 'asyncbatch[redis]'"
         ) from exc
-    parts = urlsplit(url)
-    options = parse_qs(parts.query)
-    prefix = options.pop("prefix", [DEFAULT_PREFIX])[-1]
-    rest = urlencode({k: v[-1] for k, v in options.items()})
-    client = Redis.from_url(urlunsplit(parts._replace(query=rest)))
+    client, prefix = client_from_url(url)
     return await RedisLedger.open(client, prefix=prefix, owns_client=True)

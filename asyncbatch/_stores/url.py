@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 from anyio.abc import AsyncResource
 
 from .._coordination import Leases, RequestGate
+from .._redact import redact_url
 from .memory import MemoryStore, StateStore
 from .sqlite import SQLiteStore, sqlite_url_parts
 
@@ -68,8 +69,8 @@ def open_store(url: str) -> OpenedStore:
     if scheme == "sqlite":
         return _sqlite(parts.netloc, parts.path, parse_qs(parts.query))
     if scheme in ("redis", "rediss", "unix"):
-        return _redis(parts.scheme, parts.netloc, parts.path, parts.query, parts.fragment)
-    raise ValueError(f"unsupported state URL {_shown(url)!r}: use {_FORMS}")
+        return _redis(url)
+    raise ValueError(f"unsupported state URL {redact_url(url)!r}: use {_FORMS}")
 
 
 def _sqlite(netloc: str, path: str, query: dict[str, list[str]]) -> OpenedStore:
@@ -77,19 +78,15 @@ def _sqlite(netloc: str, path: str, query: dict[str, list[str]]) -> OpenedStore:
     return OpenedStore(SQLiteStore(file, synchronous=synchronous))
 
 
-def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> OpenedStore:
+def _redis(url: str) -> OpenedStore:
     try:
-        from redis.asyncio import Redis  # noqa: PLC0415 - the redis extra is optional
-
-        from ..redis import DEFAULT_PREFIX, RedisGate, RedisLeases, RedisStore  # noqa: PLC0415
+        from ..redis import RedisGate, RedisLeases, RedisStore  # noqa: PLC0415 - redis extra
+        from .redis_errors import client_from_url  # noqa: PLC0415
     except ImportError as exc:
         raise ValueError(
             "a redis:// state needs the redis extra: pip install 'asyncbatch[redis]'"
         ) from exc
-    options = parse_qs(query)
-    prefix = options.pop("prefix", [DEFAULT_PREFIX])[-1]
-    rest = urlencode({k: v[-1] for k, v in options.items()})
-    client: Redis = Redis.from_url(urlunsplit((scheme, netloc, path, rest, fragment)))
+    client, prefix = client_from_url(url)
 
     def gate(rate: float | None, burst: float | None) -> RequestGate:
         return RedisGate(client, rate, burst, prefix=prefix)
@@ -98,12 +95,3 @@ def _redis(scheme: str, netloc: str, path: str, query: str, fragment: str) -> Op
         return RedisLeases(client, owner, lease_seconds, prefix=prefix)
 
     return OpenedStore(RedisStore(client, prefix=prefix), gate, leases, client)
-
-
-def _shown(url: str) -> str:
-    """The URL without a password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
