@@ -780,7 +780,8 @@ async def test_the_claim_of_a_run_that_ended_on_this_host_is_taken_over_at_once(
     redis_url: str,
 ) -> None:
     """A claim left by a process of this host that is gone (a SIGKILLed run) does not block the
-    next run; one from another host does, until it lapses."""
+    next run; one from another host does, until it lapses, and so does a key holding bytes
+    that are not text (shown in the error, never a decoding crash)."""
     async with await anyio.open_process([sys.executable, "-c", "pass"]) as ended:
         await ended.wait()
     prefix = fresh_prefix()
@@ -790,6 +791,9 @@ async def test_the_claim_of_a_run_that_ended_on_this_host_is_taken_over_at_once(
         await ledger.aclose()
         await client.set(f"{prefix}job:owner", "elsewhere 1 alive", px=600_000)
         with pytest.raises(StateStoreError, match="elsewhere 1 alive"):
+            await RedisLedger.open(client, prefix=prefix)
+        await client.set(f"{prefix}job:owner", b"\xff\xfe not text")
+        with pytest.raises(StateStoreError, match="not text"):
             await RedisLedger.open(client, prefix=prefix)
 
 

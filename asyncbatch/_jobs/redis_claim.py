@@ -84,7 +84,8 @@ class RedisClaim:
 
     async def _run(self, script: Any, *args: str) -> str:
         answer = await script(keys=[], args=[self._key, self.holder, *args])
-        return answer.decode() if isinstance(answer, bytes) else str(answer)
+        # Anything may sit in the key; whatever it holds is shown, never a decoding error.
+        return answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
 
 
 def _gone(holder: str) -> bool:
