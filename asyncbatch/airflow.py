@@ -57,6 +57,7 @@ from ._jobs import Job, JobStatistics, OutcomeStatus, check_limits
 from ._jobs.output import deliver, has_job, written_lines
 from ._jobs.runner import DEFAULT_POLL
 from ._models import Batch, BatchDefaults, BatchItemRequest, check_batch_id, check_not_a_string
+from ._redact import redact_url
 from ._retry import PollPolicy
 
 __all__ = [
@@ -592,7 +593,7 @@ class TwelveLabsJobOperator(BaseOperator):
         results = _Results(self.results_path, state, self._local_copy(context, state))
         connection = _worker_credentials(self.conn_id)
         options = self._job_options(state)
-        self.log.info("job state: %s; results: %s", state, self.results_path)
+        self.log.info("job state: %s; results: %s", redact_url(state), self.results_path)
         with _refused_for_good():
             stats, written = anyio.run(self._run, connection, options, results)
         return self._finish(stats, written, results)
@@ -617,7 +618,7 @@ class TwelveLabsJobOperator(BaseOperator):
         if active:
             self.log.info(
                 "job state: %s; %d of %d requests final, %d batches running: deferring",
-                state,
+                redact_url(state),
                 stats.total - stats.items["waiting"] - stats.items["running"],
                 stats.total,
                 len(active),

@@ -38,7 +38,7 @@ from airflow.triggers.base import TriggerEvent
 from anyio.from_thread import BlockingPortal
 from fsspec.implementations.memory import MemoryFileSystem
 
-from asyncbatch import AuthenticationError
+from asyncbatch import AuthenticationError, StateStoreError
 from asyncbatch.airflow import (
     TwelveLabsBatchTrigger,
     TwelveLabsJobError,
@@ -46,6 +46,7 @@ from asyncbatch.airflow import (
     TwelveLabsJobStopped,
 )
 from asyncbatch.testing import Simulator
+from tests._server import unused_port
 from tests.replica_worker import API_KEY, RunningClock, count_lines, serve_simulator, wait_for
 from tests.test_jobs_kill import check_against_simulator
 
@@ -138,6 +139,12 @@ def run_deferring(make: Callable[[], TwelveLabsJobOperator], ti: TaskInstance) -
             step = functools.partial(method, context_of(ti), payload, **(deferred.kwargs or {}))
 
 
+def console(capsys: pytest.CaptureFixture[str]) -> str:
+    """What was written to stdout and stderr so far: where the task logger writes."""
+    written = capsys.readouterr()
+    return written.out + written.err
+
+
 def sent(portal: BlockingPortal, sim: Simulator) -> list[tuple[str, str, str]]:
     """Every (batch_id, custom_id, status) the simulator holds."""
     return [
@@ -172,6 +179,7 @@ def test_a_killed_try_is_resumed_by_the_retry_without_twin_batches(
     simulator: tuple[BlockingPortal, Simulator],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A try stopped by `on_kill` cancels nothing and leaves its state; the retry writes only the
     missing lines, reuses the batches already made, and never logs the key."""
@@ -202,7 +210,7 @@ def test_a_killed_try_is_resumed_by_the_retry_without_twin_batches(
     assert {batch_id for batch_id, _, _ in before} <= {batch_id for batch_id, _, _ in everything}
     check_against_simulator(results, everything, 400)
     assert state.exists()
-    assert API_KEY not in caplog.text
+    assert API_KEY not in caplog.text + console(capsys)  # the task logger writes to stdout
     assert API_KEY not in json.dumps(summary)
 
 
@@ -309,6 +317,7 @@ def test_a_deferring_job_of_400_requests_holds_no_worker_between_waves(
     simulator: tuple[BlockingPortal, Simulator],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A deferrable job defers to a `wait_for="any"` trigger between waves, and across all waves
     writes every line once, with one create per batch and no key in triggers or logs."""
@@ -334,7 +343,7 @@ def test_a_deferring_job_of_400_requests_holds_no_worker_between_waves(
     assert summary["batches"] == len(portal.call(sim.batch_ids))
     check_against_simulator(tmp_path / "results.jsonl", everything, 400)  # no twin batch
     assert portal.call(lambda: sim.stats.requests["create"]) == summary["batches"]
-    shown = [json.dumps(ran.triggers), caplog.text]
+    shown = [json.dumps(ran.triggers), caplog.text, console(capsys)]
     assert all(API_KEY not in text for text in shown)
 
 
@@ -434,3 +443,21 @@ def test_waves_on_workers_without_shared_storage_share_a_redis_state(
     (tmp_path / "published.jsonl").write_text(ObjectStoragePath(destination).read_text())
     check_against_simulator(tmp_path / "published.jsonl", sent(portal, sim), 400)
     assert portal.call(lambda: sim.stats.requests["create"]) == ran.summary["batches"]
+
+
+def test_a_password_in_a_redis_state_stays_out_of_the_task_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis state URL with a password: the task logs the state with the password masked,
+    and the error of a Redis out of reach does not carry it either."""
+    password = "hunter2-state-PW"
+    connection = {"conn_type": "generic", "host": "http://127.0.0.1:9/v1.3", "password": API_KEY}
+    monkeypatch.setenv("AIRFLOW_CONN_TWELVELABS_DEFAULT", json.dumps(connection))
+    write_requests(tmp_path / "requests.jsonl", 3)
+    task = operator(tmp_path, state=f"redis://:{password}@127.0.0.1:{unused_port()}/0")
+    with pytest.raises(StateStoreError) as caught:
+        task.execute(context_of(TaskInstance(task_id="secret_state")))
+    logged = console(capsys)
+    assert "job state: redis://***@127.0.0.1" in logged
+    assert password not in logged
+    assert password not in str(caught.value)
